@@ -1,0 +1,117 @@
+"""One vector index per category, saved as a snapshot tagged with the database's generation."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from lookalike.index.base import VectorIndex, create_index, load_index
+from lookalike.settings import IndexSettings
+
+ALL = ""  # the partition of every vector when partitioning is off, or of uncategorised images
+_MANIFEST = "current.json"
+
+
+class PartitionedIndex:
+    """Routes vectors to per-category indexes and merges their results."""
+
+    def __init__(self, settings: IndexSettings, dim: int) -> None:
+        self.settings = settings
+        self.dim = dim
+        self.partitions: dict[str, VectorIndex] = {}
+
+    def key(self, category: str | None) -> str:
+        return (category or ALL) if self.settings.partition_by_category else ALL
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray, categories: Sequence[str | None]) -> None:
+        for key, rows in _group(self.key(c) for c in categories).items():
+            if key not in self.partitions:
+                self.partitions[key] = create_index(self.settings.kind, self.dim, self.settings)
+            self.partitions[key].add(np.asarray(ids)[rows], np.asarray(vectors)[rows])
+
+    def remove(self, ids: np.ndarray, categories: Sequence[str | None]) -> None:
+        for key, rows in _group(self.key(c) for c in categories).items():
+            partition = self.partitions.get(key)
+            if partition is not None:
+                partition.remove(np.asarray(ids)[rows])
+                if len(partition) == 0:
+                    del self.partitions[key]
+
+    def search(
+        self, queries: np.ndarray, k: int, categories: Iterable[str | None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top k over the given categories' partitions (all when None), best first."""
+        keys = self.partitions.keys() if categories is None else {self.key(c) for c in categories}
+        found = [self.partitions[key].search(queries, k) for key in keys if key in self.partitions]
+        if not found:
+            return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
+        scores = np.concatenate([s for s, _ in found], axis=1)
+        ids = np.concatenate([i for _, i in found], axis=1)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.partitions.values())
+
+    def sizes(self) -> dict[str, int]:
+        return {key: len(index) for key, index in sorted(self.partitions.items())}
+
+    # -- snapshots
+    def save(self, folder: Path, generation: int) -> None:
+        """Write every partition under folder/gen-<generation>, then switch the manifest atomically."""
+        target = folder / f"gen-{generation}"
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        files = {}
+        for number, (key, index) in enumerate(sorted(self.partitions.items())):
+            name = f"part-{number}.faiss"
+            index.save(target / name)
+            files[key] = name
+        manifest = {"generation": generation, "kind": self.settings.kind, "dim": self.dim, "partitions": files}
+        _write_atomic(folder / _MANIFEST, json.dumps(manifest, indent=1))
+        _remove_old_snapshots(folder, keep=target.name)
+
+    @classmethod
+    def load(cls, folder: Path, settings: IndexSettings, dim: int, generation: int) -> PartitionedIndex | None:
+        """The saved snapshot, or None when it is missing or older than the database."""
+        manifest_path = folder / _MANIFEST
+        if not manifest_path.exists():
+            return None
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("generation") != generation or manifest.get("kind") != settings.kind:
+            return None
+        index = cls(settings, dim)
+        target = folder / f"gen-{generation}"
+        for key, name in manifest["partitions"].items():
+            if not (target / name).is_file():
+                return None  # a damaged snapshot is rebuilt from the database, like a stale one
+            index.partitions[key] = load_index(settings.kind, target / name, dim, settings)
+        return index
+
+
+def _group(keys: Iterable[str]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for row, key in enumerate(keys):
+        groups.setdefault(key, []).append(row)
+    return groups
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    with open(temporary, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def _remove_old_snapshots(folder: Path, keep: str) -> None:
+    for old in folder.glob("gen-*"):
+        if old.name != keep:
+            shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,237 @@
+"""SQLite metadata and the vectors' source of truth: each write is one transaction.
+
+The FAISS files beside it are snapshots that can always be rebuilt from here, so a crash between
+a committed batch and the next snapshot loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    path TEXT NOT NULL UNIQUE,
+    category TEXT,
+    content_hash TEXT NOT NULL,
+    added_at REAL NOT NULL,
+    extra TEXT NOT NULL DEFAULT '{}',
+    vector BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS items_category ON items(category);
+CREATE INDEX IF NOT EXISTS items_hash ON items(content_hash);
+CREATE TABLE IF NOT EXISTS blobs (
+    item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (item_id, name)
+);
+"""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One indexed image's metadata."""
+
+    id: int
+    path: str
+    category: str | None
+    content_hash: str
+    added_at: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class NewItem:
+    """What the offline stage hands to the store for one image."""
+
+    path: str
+    category: str | None
+    content_hash: str
+    vector: np.ndarray
+    extra: dict[str, Any] = field(default_factory=dict)
+    blobs: dict[str, bytes] = field(default_factory=dict)
+
+
+class MetadataStore:
+    """Thread-safe access to the index's SQLite database."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)
+        if self.get_meta("schema_version") is None:
+            with self.transaction():
+                self._set_meta("schema_version", SCHEMA_VERSION)
+                self._set_meta("generation", 0)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic write; bumps the generation so vector snapshots know they are stale."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    # -- meta
+    def get_meta(self, key: str) -> Any:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self.transaction():
+            self._set_meta(key, value)
+
+    def _set_meta(self, key: str, value: Any) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+
+    @property
+    def generation(self) -> int:
+        return int(self.get_meta("generation") or 0)
+
+    # -- writes
+    def insert(self, db: sqlite3.Connection, item: NewItem) -> int:
+        cursor = db.execute(
+            "INSERT INTO items (path, category, content_hash, added_at, extra, vector) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                item.path,
+                item.category,
+                item.content_hash,
+                time.time(),
+                json.dumps(item.extra),
+                np.ascontiguousarray(item.vector, dtype=np.float32).tobytes(),
+            ),
+        )
+        item_id = int(cursor.lastrowid or 0)
+        db.executemany(
+            "INSERT INTO blobs (item_id, name, data) VALUES (?, ?, ?)",
+            [(item_id, name, data) for name, data in item.blobs.items()],
+        )
+        return item_id
+
+    def delete(self, db: sqlite3.Connection, ids: Iterable[int]) -> None:
+        db.executemany("DELETE FROM items WHERE id = ?", [(int(i),) for i in ids])
+
+    # -- reads
+    def get(self, item_id: int) -> Item | None:
+        rows = self.get_many([item_id])
+        return rows.get(item_id)
+
+    def get_many(self, ids: Iterable[int]) -> dict[int, Item]:
+        id_list = [int(i) for i in ids]
+        found: dict[int, Item] = {}
+        for chunk in _chunks(id_list, 500):
+            marks = ",".join("?" * len(chunk))
+            with self._lock:
+                rows = self._db.execute(
+                    f"SELECT id, path, category, content_hash, added_at, extra FROM items WHERE id IN ({marks})",
+                    chunk,
+                ).fetchall()
+            found.update({row[0]: _item(row) for row in rows})
+        return found
+
+    def find_by_path(self, path: str) -> Item | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, path, category, content_hash, added_at, extra FROM items WHERE path = ?", (path,)
+            ).fetchone()
+        return None if row is None else _item(row)
+
+    def known_paths(self) -> dict[str, tuple[int, str]]:
+        """path -> (id, content hash) for every item."""
+        with self._lock:
+            rows = self._db.execute("SELECT path, id, content_hash FROM items").fetchall()
+        return {path: (item_id, digest) for path, item_id, digest in rows}
+
+    def items(self, category: str | None = None, *, limit: int | None = None, offset: int = 0) -> list[Item]:
+        query = "SELECT id, path, category, content_hash, added_at, extra FROM items"
+        params: list[Any] = []
+        if category is not None:
+            query += " WHERE category = ?"
+            params.append(category)
+        query += " ORDER BY id LIMIT ? OFFSET ?"
+        params += [-1 if limit is None else limit, offset]
+        with self._lock:
+            return [_item(row) for row in self._db.execute(query, params).fetchall()]
+
+    def vectors(self, dim: int) -> Iterator[tuple[np.ndarray, np.ndarray, list[str | None]]]:
+        """All (ids, vectors, categories) in chunks, for rebuilding the vector index."""
+        last_id = -1
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT id, category, vector FROM items WHERE id > ? ORDER BY id LIMIT 4096", (last_id,)
+                ).fetchall()
+            if not rows:
+                return
+            ids = np.array([row[0] for row in rows], dtype=np.int64)
+            vectors = np.frombuffer(b"".join(row[2] for row in rows), dtype=np.float32).reshape(len(rows), dim)
+            yield ids, vectors, [row[1] for row in rows]
+            last_id = int(ids[-1])
+
+    def vectors_of(self, ids: Iterable[int], dim: int) -> dict[int, np.ndarray]:
+        found: dict[int, np.ndarray] = {}
+        for chunk in _chunks([int(i) for i in ids], 500):
+            marks = ",".join("?" * len(chunk))
+            with self._lock:
+                rows = self._db.execute(f"SELECT id, vector FROM items WHERE id IN ({marks})", chunk).fetchall()
+            found.update({row[0]: np.frombuffer(row[1], dtype=np.float32).reshape(dim) for row in rows})
+        return found
+
+    def blobs(self, name: str, ids: Iterable[int]) -> dict[int, bytes]:
+        found: dict[int, bytes] = {}
+        for chunk in _chunks([int(i) for i in ids], 500):
+            marks = ",".join("?" * len(chunk))
+            with self._lock:
+                rows = self._db.execute(
+                    f"SELECT item_id, data FROM blobs WHERE name = ? AND item_id IN ({marks})", [name, *chunk]
+                ).fetchall()
+            found.update({row[0]: bytes(row[1]) for row in rows})
+        return found
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0])
+
+    def category_counts(self) -> dict[str | None, int]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT category, COUNT(*) FROM items GROUP BY category ORDER BY category"
+            ).fetchall()
+        return {category: int(count) for category, count in rows}
+
+
+def _item(row: tuple[Any, ...]) -> Item:
+    return Item(id=row[0], path=row[1], category=row[2], content_hash=row[3], added_at=row[4], extra=json.loads(row[5]))
+
+
+def _chunks(values: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]

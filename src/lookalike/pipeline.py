@@ -1,0 +1,471 @@
+"""The offline stage (catalogue -> stored features) and the online stage (photo -> hits).
+
+Both stages describe an image with the same `_describe` call, so they always share preprocessing.
+The engine owns the loaded models, the vector index and the metadata store, and times every stage.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, overload
+
+import numpy as np
+from PIL import Image
+
+from lookalike._locks import ReadWriteLock
+from lookalike.errors import ImageError, IndexMismatchError, IndexNotFoundError, LookalikeError, SettingsError
+from lookalike.io.catalog import CatalogEntry, expand_paths
+from lookalike.io.images import ImageSource, file_hash, load_image
+from lookalike.settings import Settings
+
+SETTINGS_FILE = "settings.json"
+DATABASE_FILE = "catalog.sqlite"
+VECTORS_DIR = "vectors"
+COMMIT_EVERY = 32  # images per transaction while indexing
+
+ProgressCallback = Callable[[int, int], None]  # (images done, images in all)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: a catalogue image, its score and the breakdown of that score."""
+
+    rank: int
+    id: int
+    path: str
+    score: float
+    category: str | None
+    scores: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SearchResult(Sequence[Hit]):
+    """The hits of one query (a sequence of `Hit`), with what the engine did to find them."""
+
+    hits: list[Hit]
+    timings: dict[str, float]  # seconds per stage, and "total"
+    searched_categories: list[str] | None  # None = every category
+    query: str = "<image>"
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @overload
+    def __getitem__(self, index: int) -> Hit: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Hit]: ...
+    def __getitem__(self, index: int | slice) -> Hit | list[Hit]:
+        return self.hits[index]
+
+    def __len__(self) -> int:
+        return len(self.hits)
+
+    def __iter__(self) -> Iterator[Hit]:
+        return iter(self.hits)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "query": self.query,
+            "hits": [hit.to_dict() for hit in self.hits],
+            "searched_categories": self.searched_categories,
+            "timings_ms": {stage: round(seconds * 1000, 3) for stage, seconds in self.timings.items()},
+            **self.details,
+        }
+
+
+@dataclass
+class AddReport:
+    """What `Engine.add` did with each file."""
+
+    added: list[int] = field(default_factory=list)
+    updated: list[int] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    seconds: float = 0.0
+
+    @property
+    def embedded(self) -> int:
+        return len(self.added) + len(self.updated)
+
+
+@dataclass
+class RemoveReport:
+    removed: list[int] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Described:
+    """The features of one image: its vector and the blobs later stages store (silhouette...)."""
+
+    vector: np.ndarray
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._start = time.perf_counter()
+
+    def stage(self, name: str) -> _Stage:
+        return _Stage(self, name)
+
+    def total(self) -> dict[str, float]:
+        self.timings["total"] = time.perf_counter() - self._start
+        return self.timings
+
+
+class _Stage:
+    def __init__(self, timer: _Timer, name: str) -> None:
+        self.timer, self.name = timer, name
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        elapsed = time.perf_counter() - self.start
+        self.timer.timings[self.name] = self.timer.timings.get(self.name, 0.0) + elapsed
+
+
+class Engine:
+    """An index on disk and the models that fill and search it.
+
+    `Engine.create(path, settings)` makes a new index; `Engine.open(path)` reopens one with the
+    settings it was built with. Searches may run from many threads; writes are serialised.
+    """
+
+    def __init__(self, path: Path, settings: Settings) -> None:
+        from lookalike.index import MetadataStore
+
+        self.path = path
+        self.settings = settings
+        self.store = MetadataStore(path / DATABASE_FILE)
+        self._lock = ReadWriteLock()
+        self._embedder: Any = None
+        self._vectors: Any = None
+        self._dim = int(self.store.get_meta("dim") or 0)
+
+    # -- life cycle
+    @classmethod
+    def create(cls, path: str | Path, settings: Settings | None = None, *, overwrite: bool = False) -> Engine:
+        """Make a new, empty index at `path` (a folder) built with `settings`."""
+        path = Path(path)
+        settings = settings or Settings()
+        if path.exists() and any(path.iterdir()):
+            if not overwrite:
+                raise LookalikeError(
+                    f"{path}: already exists and is not empty; open it with Engine.open, "
+                    "or pass overwrite=True (CLI: --rebuild) to replace it"
+                )
+            if not (path / SETTINGS_FILE).exists():
+                raise LookalikeError(f"{path}: refusing to overwrite a folder that is not a lookalike index")
+            shutil.rmtree(path)
+        path.mkdir(parents=True, exist_ok=True)
+        engine = cls(path, settings)
+        engine._dim = engine._feature_dim()
+        engine.store.set_meta("dim", engine._dim)
+        tmp = path / (SETTINGS_FILE + ".tmp")
+        settings.to_json(tmp)
+        tmp.replace(path / SETTINGS_FILE)
+        return engine
+
+    @classmethod
+    def open(cls, path: str | Path) -> Engine:
+        """Reopen an index with the settings that built it."""
+        path = Path(path)
+        if not (path / SETTINGS_FILE).is_file() or not (path / DATABASE_FILE).is_file():
+            raise IndexNotFoundError(
+                f"{path}: no lookalike index here (expected {SETTINGS_FILE} and {DATABASE_FILE}); "
+                "create one with `lookalike index CATALOG_DIR --index PATH`"
+            )
+        return cls(path, Settings.from_json(path / SETTINGS_FILE))
+
+    @classmethod
+    def open_or_create(cls, path: str | Path, settings: Settings | None = None) -> Engine:
+        path = Path(path)
+        if (path / SETTINGS_FILE).exists():
+            engine = cls.open(path)
+            if settings is not None and settings != engine.settings:
+                raise SettingsError(
+                    f"{path}: the index was built with other settings; rebuild it (CLI: --rebuild) to change them"
+                )
+            return engine
+        return cls.create(path, settings)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- offline stage
+    def add(
+        self,
+        paths: Iterable[str | Path | CatalogEntry],
+        categories: Sequence[str | None] | str | None = None,
+        *,
+        progress: ProgressCallback | None = None,
+    ) -> AddReport:
+        """Index images (files, or folders whose sub-folders are categories).
+
+        Unchanged files (same path, same content) are skipped; changed ones are re-embedded.
+        Bad files are reported in `AddReport.failed`, never abort the run. Each batch is committed
+        atomically, so an interrupted run keeps every complete entry before it.
+        """
+        entries = self._entries(paths, categories)
+        report = AddReport()
+        started = time.perf_counter()
+        done = 0
+        for start in range(0, len(entries), COMMIT_EVERY):
+            chunk = entries[start : start + COMMIT_EVERY]
+            self._add_chunk(chunk, report)
+            done += len(chunk)
+            if progress:
+                progress(done, len(entries))
+        if report.embedded:
+            self._save_snapshot()
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def remove(self, ids_or_paths: Iterable[int | str | Path]) -> RemoveReport:
+        """Remove images by id or by path; unknown ones are listed in `missing`."""
+        report = RemoveReport()
+        targets: dict[int, str | None] = {}
+        for key in ids_or_paths:
+            item = self._resolve(key)
+            if item is None:
+                report.missing.append(str(key))
+            else:
+                targets[item.id] = item.category
+        if targets:
+            self._commit(new=[], replaced=targets)
+            report.removed = list(targets)
+            self._save_snapshot()
+        return report
+
+    # -- online stage
+    def search(
+        self,
+        image: ImageSource,
+        k: int = 5,
+        *,
+        category: str | None = None,
+        name: str | None = None,
+    ) -> SearchResult:
+        """The `k` catalogue images most like `image` (a path, encoded bytes or a PIL image).
+
+        `category` restricts the search to one category.
+        """
+        if k < 1:
+            raise SettingsError(f"k must be >= 1, got {k}")
+        timer = _Timer()
+        label = name or (str(image) if isinstance(image, str | Path) else "<image>")
+        with timer.stage("decode"):
+            picture = load_image(image, name=label)
+        described = self._describe([picture], timer)[0]
+        return self._search_vector(described, k, category, timer, label)
+
+    def search_by_id(self, item_id: int, k: int = 5, *, category: str | None = None) -> SearchResult:
+        """Search with a catalogue image's stored features; the image itself is left out."""
+        item = self.store.get(item_id)
+        if item is None:
+            raise LookalikeError(f"no catalogue image with id {item_id}")
+        timer = _Timer()
+        vector = self.store.vectors_of([item_id], self._dim)[item_id]
+        blobs = {name: data for name in ("silhouette",) for data in self.store.blobs(name, [item_id]).values()}
+        result = self._search_vector(_Described(vector, blobs), k + 1, category, timer, item.path)
+        result.hits = [hit for hit in result.hits if hit.id != item_id][:k]
+        result.hits = [_rerank_position(hit, rank) for rank, hit in enumerate(result.hits, 1)]
+        return result
+
+    # -- facts
+    def info(self) -> dict[str, Any]:
+        vectors = self._vector_index()
+        return {
+            "path": str(self.path),
+            "images": self.store.count(),
+            "categories": {str(k): v for k, v in self.store.category_counts().items()},
+            "partitions": vectors.sizes(),
+            "dim": self._dim,
+            "embedder": self.store.get_meta("embedder"),
+            "generation": self.store.generation,
+            "size_bytes": _folder_size(self.path),
+            "settings": self.settings.to_dict(),
+        }
+
+    def __len__(self) -> int:
+        return self.store.count()
+
+    # -- internals: features
+    def _feature_dim(self) -> int:
+        return self._get_embedder().dim
+
+    def _get_embedder(self) -> Any:
+        if self._embedder is None:
+            from lookalike.embed import create_embedder
+
+            self._embedder = create_embedder(self.settings.embed)
+        return self._embedder
+
+    def _check_fingerprint(self) -> None:
+        fingerprint = self._get_embedder().fingerprint()
+        stored = self.store.get_meta("embedder")
+        if stored is None:
+            self.store.set_meta("embedder", fingerprint)
+        elif stored != fingerprint:
+            raise IndexMismatchError(
+                f"{self.path}: built with embedder {stored!r} but the installed model is {fingerprint!r}; "
+                "its vectors cannot be compared: rebuild the index (CLI: --rebuild)"
+            )
+
+    def _describe(self, images: Sequence[Image.Image], timer: _Timer) -> list[_Described]:
+        """The features of images, identical for the catalogue and for queries."""
+        embedder = self._get_embedder()
+        if self._dim and embedder.dim != self._dim:
+            raise IndexMismatchError(f"{self.path}: index holds {self._dim}-d vectors, embedder gives {embedder.dim}")
+        with timer.stage("embed"):
+            self._check_fingerprint()
+            vectors = embedder.embed(images)
+        return [_Described(vector) for vector in vectors]
+
+    # -- internals: search
+    def _search_vector(
+        self, described: _Described, k: int, category: str | None, timer: _Timer, label: str
+    ) -> SearchResult:
+        searched = self._categories_to_search(category)
+        vectors = self._vector_index()  # outside the read lock: loading takes the write lock
+        with self._lock.reading():
+            with timer.stage("search"):
+                scores, ids = vectors.search(described.vector[None, :], k, searched)
+            with timer.stage("metadata"):
+                found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+                items = self.store.get_many(i for i, _ in found)
+        hits = [
+            Hit(rank=rank, id=i, path=items[i].path, score=s, category=items[i].category, scores={"vector": s})
+            for rank, (i, s) in enumerate((pair for pair in found if pair[0] in items), 1)
+        ]
+        return SearchResult(hits, timer.total(), None if searched is None else list(searched), label, described.details)
+
+    def _categories_to_search(self, category: str | None) -> list[str] | None:
+        if category is None:
+            return None
+        counts = self.store.category_counts()
+        if category not in counts:
+            known = ", ".join(sorted(str(c) for c in counts if c is not None)) or "none"
+            raise LookalikeError(f"unknown category {category!r}; the index holds: {known}")
+        return [category]
+
+    # -- internals: storage
+    def _vector_index(self) -> Any:
+        if self._vectors is None:
+            with self._lock.writing():
+                if self._vectors is None:
+                    self._vectors = self._load_or_rebuild_vectors()
+        return self._vectors
+
+    def _load_or_rebuild_vectors(self) -> Any:
+        from lookalike.index import PartitionedIndex
+
+        generation = self.store.generation
+        loaded = PartitionedIndex.load(self.path / VECTORS_DIR, self.settings.index, self._dim, generation)
+        if loaded is not None:
+            return loaded
+        rebuilt = PartitionedIndex(self.settings.index, self._dim)
+        for ids, vectors, categories in self.store.vectors(self._dim):
+            rebuilt.add(ids, vectors, categories)
+        if self.store.count():
+            rebuilt.save(self.path / VECTORS_DIR, generation)
+        return rebuilt
+
+    def _save_snapshot(self) -> None:
+        vectors = self._vector_index()
+        with self._lock.reading():
+            vectors.save(self.path / VECTORS_DIR, self.store.generation)
+
+    def _entries(
+        self, paths: Iterable[str | Path | CatalogEntry], categories: Sequence[str | None] | str | None
+    ) -> list[CatalogEntry]:
+        items = list(paths)
+        if isinstance(categories, str) or categories is None:
+            labels: list[str | None] = [categories] * len(items)
+        else:
+            labels = list(categories)
+            if len(labels) != len(items):
+                raise SettingsError(f"expected one category per path ({len(items)}), got {len(labels)}")
+        entries: list[CatalogEntry] = []
+        for item, label in zip(items, labels, strict=True):
+            if isinstance(item, CatalogEntry):
+                entries.append(item if label is None else CatalogEntry(item.path, label, item.item))
+                continue
+            for entry in expand_paths([item], category_depth=self.settings.index.category_depth):
+                entries.append(entry if label is None else CatalogEntry(entry.path, label))
+        return entries
+
+    def _add_chunk(self, chunk: list[CatalogEntry], report: AddReport) -> None:
+        from lookalike.index import NewItem
+
+        known = self.store.known_paths()
+        pending: list[tuple[CatalogEntry, str, str, Image.Image]] = []
+        for entry in chunk:
+            path = str(entry.path.resolve())
+            try:
+                digest = file_hash(entry.path)
+                if path in known and known[path][1] == digest:
+                    report.unchanged.append(path)
+                    continue
+                pending.append((entry, path, digest, load_image(entry.path)))
+            except ImageError as exc:
+                report.failed.append((str(entry.path), exc.reason))
+            except OSError as exc:
+                report.failed.append((str(entry.path), f"cannot read the file ({exc.strerror or exc})"))
+        if not pending:
+            return
+        described = self._describe([image for *_, image in pending], _Timer())
+        new = [
+            NewItem(path, entry.category, digest, features.vector, blobs=features.blobs)
+            for (entry, path, digest, _), features in zip(pending, described, strict=True)
+        ]
+        replaced = {known[p][0]: self.store.get(known[p][0]).category for _, p, _, _ in pending if p in known}
+        ids = self._commit(new, replaced)
+        for item, item_id in zip(new, ids, strict=True):
+            (report.updated if item.path in known else report.added).append(item_id)
+
+    def _commit(self, new: list[Any], replaced: dict[int, str | None]) -> list[int]:
+        """Write new items and delete replaced ones in one transaction, then update the vectors."""
+        vectors = self._vector_index()
+        with self._lock.writing():
+            with self.store.transaction() as db:
+                self.store.delete(db, replaced)
+                ids = [self.store.insert(db, item) for item in new]
+            if replaced:
+                vectors.remove(np.array(list(replaced), dtype=np.int64), list(replaced.values()))
+            if new:
+                vectors.add(
+                    np.array(ids, dtype=np.int64),
+                    np.stack([item.vector for item in new]),
+                    [item.category for item in new],
+                )
+        return ids
+
+    def _resolve(self, key: int | str | Path) -> Any:
+        if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
+            return self.store.get(int(key))
+        return self.store.find_by_path(str(Path(key).resolve()))
+
+
+def _rerank_position(hit: Hit, rank: int) -> Hit:
+    return Hit(rank, hit.id, hit.path, hit.score, hit.category, hit.scores, hit.extra)
+
+
+def _folder_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())

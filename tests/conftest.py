@@ -1,0 +1,47 @@
+"""Shared fixtures: the bundled sample catalogue (a grocery-store subset, MIT) and a built index."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lookalike import Engine, Settings
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "grocery"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def product_of(path: str | Path) -> str:
+    """Sample files are named <product>_<number>.jpg."""
+    return Path(path).stem.rsplit("_", 1)[0]
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    return SAMPLES
+
+
+@pytest.fixture(scope="session")
+def sample_queries() -> list[Path]:
+    return sorted((SAMPLES / "queries").iterdir())
+
+
+@pytest.fixture(scope="session")
+def built_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample catalogue indexed once with default settings; tests copy it before writing."""
+    path = tmp_path_factory.mktemp("built") / "samples.index"
+    with Engine.create(path, Settings()) as engine:
+        report = engine.add([SAMPLES / "catalog"])
+    assert len(report.added) == 60 and not report.failed
+    return path
+
+
+@pytest.fixture()
+def engine(built_index: Path, tmp_path: Path) -> Engine:
+    """A private, writable copy of the built sample index."""
+    copy = tmp_path / "copy.index"
+    shutil.copytree(built_index, copy)
+    with Engine.open(copy) as opened:
+        yield opened
