@@ -55,6 +55,7 @@ class SearchResult(Sequence[Hit]):
     searched_categories: list[str] | None  # None = every category
     query: str = "<image>"
     details: dict[str, Any] = field(default_factory=dict)
+    localization: Any = None  # the query's `Localization` (mask, cut-out...) when localisation is on
 
     @overload
     def __getitem__(self, index: int) -> Hit: ...
@@ -107,6 +108,7 @@ class _Described:
     vector: np.ndarray
     blobs: dict[str, bytes] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    localization: Any = None
 
 
 class _Timer:
@@ -149,6 +151,8 @@ class Engine:
         self.store = MetadataStore(path / DATABASE_FILE)
         self._lock = ReadWriteLock()
         self._embedder: Any = None
+        self._localizer: Any = None
+        self._rerankers: list[Any] | None = None
         self._vectors: Any = None
         self._dim = int(self.store.get_meta("dim") or 0)
 
@@ -308,7 +312,8 @@ class Engine:
 
     # -- internals: features
     def _feature_dim(self) -> int:
-        return self._get_embedder().dim
+        both = self.settings.localize.enabled and self.settings.localize.features == "both"
+        return self._get_embedder().dim * (2 if both else 1)
 
     def _get_embedder(self) -> Any:
         if self._embedder is None:
@@ -317,8 +322,30 @@ class Engine:
             self._embedder = create_embedder(self.settings.embed)
         return self._embedder
 
-    def _check_fingerprint(self) -> None:
+    def _get_localizer(self) -> Any:
+        if self._localizer is None and self.settings.localize.enabled:
+            from lookalike.localize import Localizer
+
+            self._localizer = Localizer(self.settings.localize)
+        return self._localizer
+
+    def _get_rerankers(self) -> list[Any]:
+        if self._rerankers is None:
+            from lookalike.rerank import create_reranker
+
+            self._rerankers = [create_reranker(name, self.settings) for name in self.settings.rerank.chain]
+        return self._rerankers
+
+    def _fingerprint(self) -> str:
+        """What made the stored vectors: the embedder and, when on, the localiser and feature mode."""
         fingerprint = self._get_embedder().fingerprint()
+        localizer = self._get_localizer()
+        if localizer is not None:
+            fingerprint += f"||{localizer.fingerprint()}|features={self.settings.localize.features}"
+        return fingerprint
+
+    def _check_fingerprint(self) -> None:
+        fingerprint = self._fingerprint()
         stored = self.store.get_meta("embedder")
         if stored is None:
             self.store.set_meta("embedder", fingerprint)
@@ -329,32 +356,72 @@ class Engine:
             )
 
     def _describe(self, images: Sequence[Image.Image], timer: _Timer) -> list[_Described]:
-        """The features of images, identical for the catalogue and for queries."""
-        embedder = self._get_embedder()
-        if self._dim and embedder.dim != self._dim:
-            raise IndexMismatchError(f"{self.path}: index holds {self._dim}-d vectors, embedder gives {embedder.dim}")
+        """The features of images, identical for the catalogue and for queries.
+
+        With localisation on, the object is cut out first; the vector is the cut-out's ("object")
+        or the whole image's and the cut-out's concatenated and renormalised ("both"), whose inner
+        product is the mean of the two cosine similarities.
+        """
+        if self._dim and self._feature_dim() != self._dim:
+            raise IndexMismatchError(
+                f"{self.path}: index holds {self._dim}-d vectors, the models give {self._feature_dim()}"
+            )
+        localizer = self._get_localizer()
+        located = []
+        if localizer is not None:
+            with timer.stage("localize"):
+                located = [localizer.localize(image) for image in images]
         with timer.stage("embed"):
             self._check_fingerprint()
-            vectors = embedder.embed(images)
-        return [_Described(vector) for vector in vectors]
+            vectors = self._embed(images, [loc.cutout for loc in located])
+        if not located:
+            return [_Described(vector) for vector in vectors]
+        return [
+            _Described(vector, {"silhouette": loc.silhouette}, _localization_details(loc), loc)
+            for vector, loc in zip(vectors, located, strict=True)
+        ]
+
+    def _embed(self, images: Sequence[Image.Image], cutouts: list[Image.Image]) -> np.ndarray:
+        embedder = self._get_embedder()
+        if not cutouts:
+            return embedder.embed(images)
+        if self.settings.localize.features == "object":
+            return embedder.embed(cutouts)
+        from lookalike.embed import l2_normalize
+
+        both = embedder.embed(list(images) + cutouts)
+        return l2_normalize(np.hstack([both[: len(images)], both[len(images) :]]))
 
     # -- internals: search
     def _search_vector(
         self, described: _Described, k: int, category: str | None, timer: _Timer, label: str
     ) -> SearchResult:
+        from lookalike.rerank import Candidate, QueryContext, apply_chain, chain_depth
+
         searched = self._categories_to_search(category)
+        chain = self._get_rerankers()
         vectors = self._vector_index()  # outside the read lock: loading takes the write lock
         with self._lock.reading():
             with timer.stage("search"):
-                scores, ids = vectors.search(described.vector[None, :], k, searched)
+                scores, ids = vectors.search(described.vector[None, :], max(k, chain_depth(chain)), searched)
+            candidates = [
+                Candidate(int(i), float(s), {"vector": float(s)})
+                for i, s in zip(ids[0], scores[0], strict=True)
+                if i >= 0
+            ]
+            if chain:
+                with timer.stage("rerank"):
+                    context = QueryContext(described.vector, described.blobs, self.store, self._dim, described.details)
+                    candidates = apply_chain(chain, context, candidates)
+            candidates = candidates[:k]
             with timer.stage("metadata"):
-                found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
-                items = self.store.get_many(i for i, _ in found)
+                items = self.store.get_many(c.id for c in candidates)
         hits = [
-            Hit(rank=rank, id=i, path=items[i].path, score=s, category=items[i].category, scores={"vector": s})
-            for rank, (i, s) in enumerate((pair for pair in found if pair[0] in items), 1)
+            Hit(rank, c.id, items[c.id].path, c.score, items[c.id].category, c.scores)
+            for rank, c in enumerate((c for c in candidates if c.id in items), 1)
         ]
-        return SearchResult(hits, timer.total(), None if searched is None else list(searched), label, described.details)
+        searched_list = None if searched is None else list(searched)
+        return SearchResult(hits, timer.total(), searched_list, label, described.details, described.localization)
 
     def _categories_to_search(self, category: str | None) -> list[str] | None:
         if category is None:
@@ -461,6 +528,17 @@ class Engine:
         if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
             return self.store.get(int(key))
         return self.store.find_by_path(str(Path(key).resolve()))
+
+
+def _localization_details(located: Any) -> dict[str, Any]:
+    return {
+        "localization": {
+            "found": located.found,
+            "reason": located.reason,
+            "box": [int(v) for v in located.box],
+            "object_fraction": float(located.mask.mean()),
+        }
+    }
 
 
 def _rerank_position(hit: Hit, rank: int) -> Hit:

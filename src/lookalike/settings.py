@@ -107,6 +107,56 @@ class RerankSettings:
 
 
 @dataclass(frozen=True)
+class ClassifySettings:
+    """Category classifier (trained on the index's stored vectors) and gated search."""
+
+    kind: str = "mlp"  # "mlp": the paper's head on frozen features; "logreg": the linear baseline
+    gating: bool = True  # with a trained classifier, search only the predicted category's partition
+    threshold: float = 0.5  # top probability below this: search more categories (fallback)
+    min_margin: float = 0.1  # top minus second probability below this: search more categories
+    fallback: Literal["top_k", "all"] = "top_k"
+    fallback_k: int = 3  # categories searched on fallback "top_k"
+    validation_fraction: float = 0.2  # held out (stratified, seeded) for early stopping and the report
+    seed: int = 0
+    hidden: tuple[int, ...] = (1024, 512)  # Dense 1024 ReLU -> Dropout -> Dense 512 ReLU -> softmax
+    dropout: float = 0.5
+    learning_rate: float = 1e-3  # SGD, Nesterov momentum
+    momentum: float = 0.9
+    batch_size: int = 32
+    max_epochs: int = 300
+    plateau_patience: int = 5  # epochs without a better validation loss before the learning rate is cut
+    plateau_factor: float = 0.5
+    early_stopping_patience: int = 15  # epochs without a better validation loss before training stops
+    standardize: bool = True  # inputs scaled to zero mean, unit variance (learned in fit)
+    logreg_c: float = 1.0  # inverse L2 strength of the logistic-regression baseline
+    augment_copies: int = 0  # augmented copies of each training image embedded for training (0 = off)
+    augment_rotation: float = 15.0  # degrees, uniform in +-
+    augment_zoom: float = 0.15  # zoom in by up to this fraction (crop, then resize back)
+    augment_flip: bool = True  # horizontal flip with probability 0.5
+
+    def validate(self) -> None:
+        _check(0.0 <= self.threshold <= 1.0, f"classify.threshold must be in [0, 1], got {self.threshold}")
+        _check(0.0 <= self.min_margin <= 1.0, f"classify.min_margin must be in [0, 1], got {self.min_margin}")
+        _check(self.fallback in ("top_k", "all"), f"classify.fallback must be 'top_k' or 'all', got {self.fallback!r}")
+        _check(self.fallback_k >= 1, f"classify.fallback_k must be >= 1, got {self.fallback_k}")
+        fraction = self.validation_fraction
+        _check(0.0 <= fraction < 1.0, f"classify.validation_fraction must be in [0, 1), got {fraction}")
+        _check(all(h >= 1 for h in self.hidden), f"classify.hidden must hold sizes >= 1, got {self.hidden}")
+        _check(0.0 <= self.dropout < 1.0, f"classify.dropout must be in [0, 1), got {self.dropout}")
+        _check(self.learning_rate > 0.0, f"classify.learning_rate must be > 0, got {self.learning_rate}")
+        _check(0.0 <= self.momentum < 1.0, f"classify.momentum must be in [0, 1), got {self.momentum}")
+        _check(self.batch_size >= 1, f"classify.batch_size must be >= 1, got {self.batch_size}")
+        _check(self.max_epochs >= 1, f"classify.max_epochs must be >= 1, got {self.max_epochs}")
+        _check(0.0 < self.plateau_factor < 1.0, f"classify.plateau_factor must be in (0, 1), got {self.plateau_factor}")
+        _check(self.plateau_patience >= 0, f"classify.plateau_patience must be >= 0, got {self.plateau_patience}")
+        patience = self.early_stopping_patience
+        _check(patience >= 1, f"classify.early_stopping_patience must be >= 1, got {patience}")
+        _check(self.logreg_c > 0.0, f"classify.logreg_c must be > 0, got {self.logreg_c}")
+        _check(self.augment_copies >= 0, f"classify.augment_copies must be >= 0, got {self.augment_copies}")
+        _check(0.0 <= self.augment_zoom < 1.0, f"classify.augment_zoom must be in [0, 1), got {self.augment_zoom}")
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything that decides how an index is built and searched."""
 
@@ -114,10 +164,16 @@ class Settings:
     localize: LocalizeSettings = field(default_factory=LocalizeSettings)
     index: IndexSettings = field(default_factory=IndexSettings)
     rerank: RerankSettings = field(default_factory=RerankSettings)
+    classify: ClassifySettings = field(default_factory=ClassifySettings)
 
     def __post_init__(self) -> None:
         for section in fields(self):
             getattr(self, section.name).validate()
+        if "mask_iou" in self.rerank.chain and not self.localize.enabled:
+            raise SettingsError(
+                "rerank.chain has 'mask_iou', which compares object silhouettes, but localize.enabled is False: "
+                "turn localisation on (--localize) or drop mask_iou from the chain"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": SETTINGS_VERSION, **dataclasses.asdict(self)}

@@ -1,0 +1,296 @@
+"""Build a fresh index from a dataset's gallery, run every query, measure everything.
+
+Configurations that differ only in online settings share one built index. Per configuration:
+retrieval metrics over the full ranking, latency per stage, indexing throughput and size, and,
+where the results carry them, classification metrics (the predicted category of each query) and
+segmentation quality (the query's predicted mask against the data set's ground-truth mask).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lookalike.evaluate.datasets import Dataset
+from lookalike.evaluate.metrics import (
+    classification_report,
+    latency_summary,
+    mask_iou,
+    retrieval_report,
+    segmentation_report,
+)
+from lookalike.settings import Settings
+
+Progress = Callable[[str, int, int], None]  # (what, done, total)
+# Settings sections read only at search time; every other section (embed, localize, index, and
+# any section added later) is assumed to change what is stored, so it gets its own index.
+ONLINE_SECTIONS = ("rerank",)
+LATENCY_K = 10  # hits asked for in the latency pass, as a user would
+MASK_THUMBNAIL = 96  # side (pixels) of the predicted masks kept per query, for the report's grids
+
+
+@dataclass(frozen=True)
+class Config:
+    """A named pipeline configuration to evaluate."""
+
+    name: str
+    settings: Settings = field(default_factory=Settings)
+    search: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments of Engine.search
+
+    def build_key(self) -> str:
+        """Configurations with equal keys can search the same built index."""
+        data = self.settings.to_dict()
+        built = {section: value for section, value in data.items() if section not in ONLINE_SECTIONS}
+        return json.dumps(built, sort_keys=True)
+
+
+@dataclass
+class QueryOutcome:
+    """One query: where the relevant items landed, its top hits, its timings.
+
+    `mask` is the predicted object mask as a small thumbnail (bool, at most `MASK_THUMBNAIL`
+    pixels a side) when localisation ran; `iou` its IoU against the ground-truth mask, if any.
+    """
+
+    path: str
+    label: str
+    category: str | None
+    relevance: np.ndarray
+    top: list[tuple[str, float]]
+    timings: dict[str, float]
+    details: dict[str, Any]
+    mask: np.ndarray | None = None
+    iou: float | None = None
+
+    @property
+    def first_relevant_rank(self) -> int | None:
+        """1-based rank of the first relevant hit; None when no relevant item was returned."""
+        found = np.flatnonzero(self.relevance)
+        return int(found[0]) + 1 if found.size else None
+
+    @property
+    def predicted_category(self) -> str | None:
+        """The category the classification stage predicted for this query, when it ran."""
+        predicted = self.details.get("classification")
+        return predicted.get("category") if isinstance(predicted, dict) else None
+
+
+@dataclass
+class ConfigResult:
+    name: str
+    settings: dict[str, Any]
+    retrieval: dict[str, Any]
+    latency_ms: dict[str, dict[str, float]]
+    indexing: dict[str, float]
+    queries: list[QueryOutcome] = field(default_factory=list, repr=False)
+    index: str = ""  # the folder (under work_dir) of the index it searched
+    search: dict[str, Any] = field(default_factory=dict)
+    classification: dict[str, Any] | None = None  # metrics.ClassificationReport.as_dict()
+    segmentation: dict[str, Any] | None = None  # metrics.SegmentationReport.as_dict()
+
+    def summary(self) -> dict[str, Any]:
+        summary = {
+            "name": self.name,
+            "settings": self.settings,
+            "search": self.search,
+            "index": self.index,
+            "retrieval": self.retrieval,
+            "latency_ms": self.latency_ms,
+            "indexing": self.indexing,
+        }
+        if self.classification is not None:
+            summary["classification"] = self.classification
+        if self.segmentation is not None:
+            summary["segmentation"] = self.segmentation
+        return summary
+
+
+def evaluate(
+    dataset: Dataset,
+    configs: Sequence[Config],
+    work_dir: str | Path,
+    *,
+    ks: Sequence[int] = (1, 5, 10, 20),
+    top: int = 10,
+    latency_queries: int = 0,
+    progress: Progress | None = None,
+) -> list[ConfigResult]:
+    """Evaluate each configuration on the dataset; indexes are built under `work_dir`.
+
+    The metric pass asks each query for the full ranking (k = gallery size), whose metadata lookup
+    inflates the timings; with `latency_queries` = N > 0, N evenly spaced queries are searched
+    again at k = 10 (models already loaded) and the latency comes from those.
+    """
+    from lookalike.pipeline import Engine
+
+    work_dir = Path(work_dir)
+    built: dict[str, tuple[Path, dict[str, float]]] = {}
+    results = []
+    for config in configs:
+        key = config.build_key()
+        if key not in built:
+            built[key] = _build(dataset, config, work_dir / f"index-{len(built)}", progress)
+        path, indexing = built[key]
+        engine = Engine(path, config.settings)
+        try:
+            outcomes = _run_queries(engine, dataset, config, top, progress)
+            timings = _time_queries(engine, dataset, config, latency_queries, progress)
+        finally:
+            engine.close()
+        timings = timings or [o.timings for o in outcomes]
+        result = _result(config, dataset, outcomes, timings, indexing, ks)
+        result.index = path.name
+        results.append(result)
+    return results
+
+
+def _build(dataset: Dataset, config: Config, path: Path, progress: Progress | None) -> tuple[Path, dict[str, float]]:
+    from lookalike.pipeline import Engine
+
+    def report(done: int, total: int) -> None:
+        if progress:
+            progress(f"{config.name}: indexing", done, total)
+
+    with Engine.create(path, config.settings, overwrite=True) as engine:
+        added = engine.add(list(dataset.gallery), progress=report)
+        size = engine.info()["size_bytes"]
+    if added.failed:
+        raise RuntimeError(f"{len(added.failed)} gallery images failed, first: {added.failed[0]}")
+    return path, {
+        "images": float(added.embedded),
+        "seconds": added.seconds,
+        "images_per_second": added.embedded / added.seconds if added.seconds else 0.0,
+        "index_bytes": float(size),
+    }
+
+
+def _run_queries(
+    engine: Any, dataset: Dataset, config: Config, top: int, progress: Progress | None
+) -> list[QueryOutcome]:
+    gallery = zip(dataset.gallery, dataset.gallery_labels(), strict=True)
+    label_of = {str(entry.path.resolve()): label for entry, label in gallery}
+    outcomes = []
+    queries = list(zip(dataset.queries, dataset.query_labels(), strict=True))
+    for done, (entry, label) in enumerate(queries, 1):
+        result = engine.search(entry.path, k=len(dataset.gallery), **config.search)
+        relevance = np.array([label_of.get(hit.path) == label for hit in result], dtype=bool)
+        mask = predicted_mask(result)
+        outcomes.append(
+            QueryOutcome(
+                path=str(entry.path),
+                label=label,
+                category=entry.category,
+                relevance=relevance,
+                top=[(hit.path, hit.score) for hit in result.hits[:top]],
+                timings=dict(result.timings),
+                details=dict(result.details),
+                mask=None if mask is None else _thumbnail(mask),
+                iou=None if mask is None or entry.mask is None else _iou_against(mask, entry.mask),
+            )
+        )
+        if progress:
+            progress(f"{config.name}: querying", done, len(queries))
+    return outcomes
+
+
+def predicted_mask(result: Any) -> np.ndarray | None:
+    """Hook for the localisation stage: the query's predicted object mask (bool, at the image's
+    resolution), read from `SearchResult.localization.mask`; None when localisation did not run.
+
+    Segmentation metrics and the cut-outs in the report's grids come from this one function.
+    """
+    located = getattr(result, "localization", None)
+    if located is None and isinstance(result.details.get("localization"), dict):
+        located = result.details["localization"]  # a mask placed in the details also counts
+    mask = located.get("mask") if isinstance(located, dict) else getattr(located, "mask", None)
+    return None if mask is None else np.asarray(mask).astype(bool)
+
+
+def _iou_against(mask: np.ndarray, truth_path: Path) -> float:
+    """IoU of a predicted mask against a ground-truth mask file (white = object), at the truth's size."""
+    from PIL import Image
+
+    with Image.open(truth_path) as image:
+        truth = np.asarray(image.convert("L")) > 127
+    if mask.shape != truth.shape:
+        resized = Image.fromarray(mask.astype(np.uint8) * 255).resize(truth.shape[::-1], Image.Resampling.NEAREST)
+        mask = np.asarray(resized) > 127
+    return mask_iou(mask, truth)
+
+
+def _thumbnail(mask: np.ndarray) -> np.ndarray:
+    from PIL import Image
+
+    image = Image.fromarray(mask.astype(np.uint8) * 255)
+    image.thumbnail((MASK_THUMBNAIL, MASK_THUMBNAIL), Image.Resampling.NEAREST)
+    return np.asarray(image) > 127
+
+
+def evenly_spaced(n: int, count: int) -> list[int]:
+    """`count` indices spread evenly over range(n), first and last included; all when count >= n."""
+    if count >= n:
+        return list(range(n))
+    if count <= 0:
+        return []
+    return sorted(set(np.linspace(0, n - 1, count).round().astype(int).tolist()))
+
+
+def _time_queries(
+    engine: Any, dataset: Dataset, config: Config, count: int, progress: Progress | None
+) -> list[dict[str, float]]:
+    chosen = evenly_spaced(len(dataset.queries), count)
+    k = min(LATENCY_K, len(dataset.gallery))
+    timings = []
+    for done, index in enumerate(chosen, 1):
+        timings.append(dict(engine.search(dataset.queries[index].path, k=k, **config.search).timings))
+        if progress:
+            progress(f"{config.name}: timing", done, len(chosen))
+    return timings
+
+
+def _result(
+    config: Config,
+    dataset: Dataset,
+    outcomes: list[QueryOutcome],
+    timings: list[dict[str, float]],
+    indexing: dict[str, float],
+    ks: Sequence[int],
+) -> ConfigResult:
+    report = retrieval_report(
+        [o.relevance for o in outcomes],
+        dataset.n_relevant(),
+        ks=ks,
+        categories=[o.category or "-" for o in outcomes],
+    )
+    stages = sorted({stage for t in timings for stage in t})
+    latency = {stage: latency_summary([t[stage] for t in timings if stage in t]).as_dict() for stage in stages}
+    return ConfigResult(
+        config.name,
+        config.settings.to_dict(),
+        report.as_dict(),
+        latency,
+        indexing,
+        outcomes,
+        search=dict(config.search),
+        classification=_classification(outcomes),
+        segmentation=_segmentation(outcomes),
+    )
+
+
+def _classification(outcomes: list[QueryOutcome]) -> dict[str, Any] | None:
+    """Metrics of the predicted categories, over the queries that have both a true and a predicted one."""
+    pairs = [(o.category, o.predicted_category) for o in outcomes if o.category and o.predicted_category]
+    if not pairs:
+        return None
+    truth, predicted = zip(*pairs, strict=True)
+    return classification_report(list(truth), list(predicted)).as_dict()
+
+
+def _segmentation(outcomes: list[QueryOutcome]) -> dict[str, Any] | None:
+    ious = [o.iou for o in outcomes if o.iou is not None]
+    return segmentation_report(ious).as_dict() if ious else None

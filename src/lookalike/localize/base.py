@@ -1,0 +1,58 @@
+"""The localisation stage's segmenter protocol and its registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from PIL import Image
+
+from lookalike._registry import Registry
+from lookalike.settings import LocalizeSettings
+
+
+@dataclass(frozen=True, eq=False)
+class SaliencyMap:
+    """A segmenter's answer for one image.
+
+    `saliency` is (height, width) float32 in [0, 1] at the image's resolution, min-max normalised;
+    `peak` is the model's highest raw output before normalisation: close to 0 means "nothing stands
+    out", which normalisation alone would hide.
+    """
+
+    saliency: np.ndarray
+    peak: float
+
+
+@runtime_checkable
+class Segmenter(Protocol):
+    """Turns an RGB image into a soft saliency map of the most salient object."""
+
+    name: str
+
+    def predict(self, image: Image.Image) -> SaliencyMap:
+        """The saliency of `image`, resized back to `image.size`."""
+        ...
+
+    def fingerprint(self) -> str:
+        """Identifies the weights and preprocessing: masks with different fingerprints may differ."""
+        ...
+
+
+SEGMENTERS: Registry[Segmenter] = Registry("segmenter")
+register_segmenter = SEGMENTERS.register
+
+
+def create_segmenter(settings: LocalizeSettings, *, cache_dir: str | Path | None = None) -> Segmenter:
+    """Build the segmenter named by `settings.model`; its model loads on first use and is kept.
+
+    `cache_dir` is where derived models (int8 quantised) are written; None = the user cache
+    (`$LOOKALIKE_CACHE_DIR`, else `$XDG_CACHE_HOME/lookalike`, else `~/.cache/lookalike`).
+    """
+    return SEGMENTERS.get(settings.model)(settings, cache_dir=cache_dir)
+
+
+def available_segmenters() -> list[str]:
+    return SEGMENTERS.names()
