@@ -273,6 +273,86 @@ def demo(
             )
 
 
+@app.command()
+@friendly_errors
+def segment(
+    image: Annotated[Path, typer.Argument(help="The photo to segment.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Folder for the cut-out and the mask.")],
+    index_path: Annotated[Path | None, typer.Option("--index", help="Use this index's localisation settings.")] = None,
+    matting: Annotated[
+        bool | None, typer.Option("--matting/--no-matting", help="Refine edges by alpha matting.")
+    ] = None,
+) -> None:
+    """Write the cut-out and the mask the engine uses for IMAGE: see what the engine sees."""
+    from PIL import Image
+
+    from lookalike.io import load_image
+    from lookalike.localize import Localizer
+
+    settings = Settings.from_json(index_path / "settings.json") if index_path else Settings()
+    if matting is not None:
+        settings = settings.replace(**{"localize.matting": matting})
+    located = Localizer(settings.localize).localize(load_image(image))
+    out.mkdir(parents=True, exist_ok=True)
+    cutout_path, mask_path = out / f"{image.stem}_cutout.png", out / f"{image.stem}_mask.png"
+    located.cutout.save(cutout_path)
+    Image.fromarray(located.mask.astype("uint8") * 255).save(mask_path)
+    note = "object found" if located.found else f"fell back to the whole image: {located.reason}"
+    console.print(f"{note}; box {tuple(int(v) for v in located.box)}; {located.timings['total'] * 1000:.0f} ms")
+    console.print(f"wrote {cutout_path} and {mask_path}")
+
+
+@app.command()
+@friendly_errors
+def evaluate(
+    dataset: Annotated[
+        str, typer.Option(help="grocery-photo2photo, grocery-photo2catalog, eth80, or PATH/manifest.csv.")
+    ],
+    config: Annotated[
+        list[str] | None, typer.Option("--config", "-c", help="A named preset (repeat for several); default baseline.")
+    ] = None,
+    config_file: Annotated[Path | None, typer.Option(help='JSON: {"name": {"section.key": value, ...}, ...}.')] = None,
+    data_root: Annotated[Path | None, typer.Option(help="Folder holding the data sets (default: shared data).")] = None,
+    limit: Annotated[int, typer.Option(help="Only N evenly spaced queries (0 = all).")] = 0,
+    out: Annotated[Path, typer.Option(help="Report folder: report.md, report.html, PNGs, results.json.")] = Path(
+        "evaluation"
+    ),
+    compare: Annotated[Path | None, typer.Option("--compare", help="An older results.json: print the deltas.")] = None,
+    latency_queries: Annotated[int, typer.Option(help="Queries timed again at k=10 for the latency.")] = 100,
+    samples: Annotated[int, typer.Option(help="Queries per qualitative grid.")] = 6,
+) -> None:
+    """Measure retrieval (and classification, segmentation where present) and write a report."""
+    from lookalike.evaluate.compare import COMPARISON_COLUMNS, comparison_rows
+    from lookalike.evaluate.report import run
+
+    progress, update = _progress_bar("evaluating")
+
+    def report(what: str, done: int, total: int) -> None:
+        progress.update(progress.task_ids[0], description=what)
+        update(done, total)
+
+    with progress:
+        evaluation = run(
+            dataset, config or [], config_file=config_file, data_root=data_root, limit=limit, out=out,
+            compare_to=compare, latency_queries=latency_queries, samples=samples, progress=report,
+        )  # fmt: skip
+    columns, rows = evaluation.table()
+    console.print(_rows_table(f"{evaluation.dataset['name']}, {evaluation.dataset['protocol']}", columns, rows))
+    if evaluation.comparison is not None:
+        cells = comparison_rows(evaluation.comparison)
+        console.print(_rows_table(f"against {compare}", list(COMPARISON_COLUMNS), cells))
+    console.print(f"report: {out / 'report.html'} (and report.md, results.json)")
+
+
+def _rows_table(title: str, columns: list[str], rows: list[list[str]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
 def _product_of(path: Path) -> str:
     """Sample files are named <product>_<number>.jpg."""
     return path.stem.rsplit("_", 1)[0]
