@@ -39,6 +39,15 @@ class QueryContext:
 
 @runtime_checkable
 class Reranker(Protocol):
+    """Re-scores the top N candidates.
+
+    Two optional hooks let a re-ranker prepare data offline:
+    - `describe(image, localization) -> dict[str, bytes]`: per-image data stored with each
+      catalogue image at indexing time and computed for the query (e.g. SIFT keypoints);
+    - `refresh(store, dim, folder, generation)`: catalogue-wide data rebuilt after the catalogue
+      changes (e.g. the diffusion matrix), saved under `folder`.
+    """
+
     name: str
     top_n: int
     weight: float
