@@ -36,16 +36,17 @@ def _angles(*degrees: float) -> np.ndarray:
 
 
 def test_diffusion_follows_the_manifold_on_a_hand_checked_graph(tmp_path: Path) -> None:
-    # A chain A-B-C-D (20 degrees apart) and a pair E-F beside it. The query at 5 degrees is nearer
+    # A chain A-B-C-D (about 20 degrees apart) and a pair E-F beside it. The query at 5 degrees is nearer
     # to E (40 degrees off) than to D (55), but only D is connected to it through the chain.
     # By hand, with alpha = 0.5 and gamma = 1: S_AB = S_CD = 1/sqrt(2), S_BC = 1/2, so the row of A in
     # (I - S/2)^-1 decreases along the chain, A > B > C > D, and is zero on E and F.
     names = ["A", "B", "C", "D", "E", "F"]
-    vectors = _angles(0, 20, 40, 60, -35, -55)
+    vectors = _angles(0, 21, 40, 61, -35, -55)  # uneven steps: no ties in the kNN graph
     store, ids = _store(tmp_path, vectors)
     settings = Settings().replace(
         **{
             "rerank.diffusion_graph_k": 1,
+            "rerank.diffusion_alpha": 0.5,
             "rerank.diffusion_query_k": 1,
             "rerank.diffusion_weight": 1.0,
             "rerank.diffusion_gamma": 1.0,
