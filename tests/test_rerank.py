@@ -92,9 +92,9 @@ def test_mask_iou_lifts_the_candidate_with_the_same_shape(tmp_path: Path) -> Non
 def test_mask_iou_needs_localisation_and_names_are_checked() -> None:
     with pytest.raises(SettingsError, match="'mask_iou'.*localize.enabled is False"):
         Settings().replace(**{"rerank.chain": ["mask_iou"]})
-    settings = Settings().replace(**{"rerank.chain": ["sift"]})
-    with pytest.raises(UnknownNameError, match="Unknown re-ranker 'sift'; expected one of: mask_iou"):
-        create_reranker("sift", settings)
+    settings = Settings().replace(**{"rerank.chain": ["colbert"]})
+    with pytest.raises(UnknownNameError, match="Unknown re-ranker .colbert.; expected one of: diffusion, mask_iou"):
+        create_reranker("colbert", settings)
 
 
 @pytest.mark.slow

@@ -9,7 +9,9 @@ from lookalike.errors import SettingsError
 
 
 def test_json_round_trip(tmp_path: Path) -> None:
-    settings = Settings().replace(**{"embed.model": "efficientnet-lite2", "rerank.chain": ["mask_iou"], "localize.enabled": True})
+    settings = Settings().replace(
+        **{"embed.model": "efficientnet-lite2", "rerank.chain": ["mask_iou"], "localize.enabled": True}
+    )
     settings.to_json(tmp_path / "s.json")
     loaded = Settings.from_json(tmp_path / "s.json")
     assert loaded == settings and loaded.rerank.chain == ("mask_iou",)

@@ -136,18 +136,37 @@ def search(
     index_path: IndexOption,
     k: Annotated[int, typer.Option("-k", help="How many results.")] = 5,
     category: Annotated[str | None, typer.Option(help="Search only this category.")] = None,
+    gating: Annotated[
+        bool | None,
+        typer.Option(
+            "--gating/--no-gating", help="Search only the predicted category (default: the index's classify.gating)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Online stage: the catalogue images most like QUERY."""
     from lookalike.pipeline import Engine
 
     with Engine.open(index_path) as engine:
-        result = engine.search(query, k=k, category=category)
+        result = engine.search(query, k=k, category=category, gating=gating)
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
         return
     console.print(results_table(result))
+    if "classification" in result.details:
+        console.print(classification_line(result.details["classification"], result.searched_categories))
     console.print(timings_line(result.timings))
+
+
+def classification_line(classification: dict[str, Any], searched: list[str] | None) -> str:
+    """One line: the predicted category, its probability, and which categories were searched."""
+    where = "every category" if searched is None else ", ".join(searched)
+    if classification.get("category") is None:
+        return f"classifier: {classification['reason']}; searched {where}"
+    return (
+        f"predicted category: {classification['category']} (p={classification['probability']:.3f}); "
+        f"searched {where} ({classification['reason']})"
+    )
 
 
 def results_table(result: Any) -> Table:
@@ -226,11 +245,229 @@ def info(index_path: IndexOption, as_json: Annotated[bool, typer.Option("--json"
         f"{facts['size_bytes'] / 1e6:.1f} MB on disk"
     )
     console.print(f"embedder: {facts['embedder']}")
+    if facts.get("vector_index"):
+        console.print(vector_index_line(facts["settings"]["index"]["kind"], facts["vector_index"]), highlight=False)
+    if "classifier" in facts:
+        console.print(classifier_line(facts["classifier"]), highlight=False)
     table = Table("category", "images")
     for name, count in facts["categories"].items():
         table.add_row(name, str(count))
     console.print(table)
     console.print_json(json.dumps(facts["settings"]))
+
+
+def vector_index_line(kind: str, partitions: dict[str, dict[str, Any]]) -> str:
+    """The vector index for `info`: its kind, and which partitions are approximate or still exact (and why)."""
+    approximate = sorted({p["faiss"] for p in partitions.values() if p["state"] == "approximate"})
+    exact = [p for p in partitions.values() if p["state"] != "approximate"]
+    line = f"vector index: {kind}; {len(partitions) - len(exact)} approximate partition(s)"
+    line += f" ({', '.join(approximate)})" if approximate else ""
+    line += f", {len(exact)} exact" + (f" ({exact[0]['note']})" if exact and "note" in exact[0] else "")
+    tombstones = sum(p.get("tombstones", 0) for p in partitions.values())
+    return line + (f"; {tombstones} removed entries awaiting a rebuild" if tombstones else "")
+
+
+def classifier_line(status: dict[str, Any]) -> str:
+    """The classifier's state for `info`: absent, fresh or stale, with the reason."""
+    line = f"classifier: {status['state']} ({status['reason']})"
+    if status.get("kind"):
+        accuracy = status.get("validation_accuracy")
+        line += f"; {status['kind']}, {status['categories']} categories, trained {status['trained_at']}"
+        line += f", validation accuracy {accuracy:.3f}" if accuracy is not None else ""
+    return line
+
+
+@app.command("train-classifier")
+@friendly_errors
+def train_classifier(
+    index_path: IndexOption,
+    kind: Annotated[
+        str | None, typer.Option(help="mlp (the paper's head on frozen features) or logreg (linear baseline).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for report.json and the PNG figures (default: <index>/classifier/).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the validation split and the training.")] = None,
+    augment: Annotated[
+        int | None, typer.Option(help="Augmented copies (rotation, flip, zoom) of each training image; 0 = off.")
+    ] = None,
+    assign: Annotated[
+        list[str] | None, typer.Option("--set", help="Any classify setting: --set classify.max_epochs=100")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
+) -> None:
+    """Train the category classifier on the index's stored vectors; searches then visit only the
+    predicted category. Prints the validation report; writes the confusion matrix and training curves."""
+    from lookalike.classify import CLASSIFIER_DIR
+    from lookalike.classify.plots import save_training_figures
+    from lookalike.pipeline import Engine
+
+    changes = _classify_changes(assign or [])
+    with Engine.open(index_path) as engine:
+        result = engine.train_classifier(kind, **{"seed": seed, "augment_copies": augment, **changes})
+        figures = save_training_figures(result, out or engine.path / CLASSIFIER_DIR)
+    if as_json:
+        payload = {"summary": result.summary(), "files": {name: str(path) for name, path in figures.items()}}
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        return
+    _print_classification_report(result)
+    for name, path in figures.items():
+        console.print(f"{name}: {_short_path(str(path))}")
+
+
+def _classify_changes(assignments: list[str]) -> dict[str, Any]:
+    changes = {}
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        section, _, name = key.strip().partition(".")
+        if not sep or section != "classify" or not name:
+            raise SettingsError(
+                f"--set expects classify.<name>=value (e.g. classify.max_epochs=100), got {assignment!r}"
+            )
+        changes[name] = _parse_value(raw)
+    return changes
+
+
+def _print_classification_report(result: Any) -> None:
+    summary, report = result.summary(), result.report
+    console.print(
+        f"trained a {summary['kind']} classifier of {summary['categories']} categories on {summary['n_train']} images"
+        + (f" (+{summary['n_augmented']} augmented)" if summary["n_augmented"] else "")
+        + f" in {summary['seconds']:.1f} s"
+        + (f", best epoch {summary['best_epoch']}" if summary["best_epoch"] else "")
+    )
+    if report is None:
+        errors.print("no images held out for validation: no report (--set classify.validation_fraction=0.2)")
+        return
+    table = Table(
+        "category", "precision", "recall", "F1", "support", title=f"validation ({summary['n_validation']} images)"
+    )
+    for row in zip(report.labels, report.precision, report.recall, report.f1, report.support, strict=True):
+        table.add_row(str(row[0]), *(f"{value:.3f}" for value in row[1:4]), str(row[4]))
+    console.print(table)
+    console.print(
+        f"accuracy {report.accuracy:.3f}; average per-class accuracy {report.mean_class_accuracy:.3f} "
+        f"(variance {report.class_accuracy_variance:.4f}); macro F1 {report.macro_f1:.3f}"
+    )
+
+
+@app.command("train-embedding")
+@friendly_errors
+def train_embedding(
+    index_path: IndexOption,
+    kind: Annotated[
+        str | None, typer.Option(help="pca (no labels), supervised (learned whitening), linear or mlp (trained heads).")
+    ] = None,
+    dim: Annotated[int | None, typer.Option(help="Output dimension; 0 = the backbone's.")] = None,
+    label: Annotated[
+        str | None, typer.Option(help="Product id of an image: its 'category' (sub-folder) or its 'item'.")
+    ] = None,
+    items: Annotated[
+        Path | None, typer.Option(help="CSV with columns path,item: the product of each image (overrides --label).")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Most training epochs (trained heads).")] = None,
+    settings_file: Annotated[Path | None, typer.Option("--settings", help="Settings JSON (its head section).")] = None,
+    assign: Annotated[list[str] | None, typer.Option("--set", help="Any head setting: head.sos_weight=0.5")] = None,
+    remove: Annotated[bool, typer.Option("--remove", help="Drop the learned transform: back to raw vectors.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
+) -> None:
+    """Learn the catalogue's own notion of "the same product" and re-embed the index (opt-in).
+
+    Needs product ids (except --kind pca): by default an image's category, i.e. its sub-folder;
+    --label item or --items CSV for finer ones. Some products are held out: the validation curve,
+    early stopping and the before/after figures come from products the transform never saw.
+    Queries are then embedded with the same transform. Undo with --remove.
+    """
+    from lookalike.io.catalog import read_manifest
+    from lookalike.pipeline import Engine
+
+    named = {"head.kind": kind, "head.dim": dim, "head.label": label, "head.max_epochs": epochs}
+    head = build_settings(settings_file, assign or [], **named).head
+    products = {str(e.path.resolve()): e.item for e in read_manifest(items) if e.item} if items else None
+    with Engine.open(index_path) as engine:
+        if remove:
+            removed = engine.remove_embedding()
+            console.print("removed the learned transform" if removed else "the index has no learned transform")
+            return
+        report = engine.train_embedding(head, items=products, progress=_epoch_printer())
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
+        return
+    _print_embedding_report(report)
+
+
+def _epoch_printer() -> Callable[[int, int, dict[str, float]], None]:
+    def show(epoch: int, epochs: int, values: dict[str, float]) -> None:
+        errors.print(f"epoch {epoch}/{epochs}: loss {values['loss']:.4f}, validation mAP {values['val_map']:.4f}")
+
+    return show
+
+
+def _print_embedding_report(report: Any) -> None:
+    if report.before is not None:
+        title = (
+            f"held-out products ({report.n_validation_images} images of {report.n_validation_products} products "
+            "the transform never saw; each image queries the others)"
+        )
+        table = Table("metric", "before", "after", title=title, title_justify="left")
+        for metric, value in report.before.items():
+            table.add_row(metric, f"{value:.4f}", f"{report.after[metric]:.4f}")
+        console.print(table)
+    else:
+        errors.print("no products held out (too few): no before/after figures; pass --set head.validation_fraction")
+    best = f", best epoch {report.best_epoch}" if report.best_epoch is not None else ""
+    console.print(
+        f"trained a {report.kind} transform ({report.dim}-d, fingerprint {report.fingerprint}) on "
+        f"{report.n_train_images} images of {report.n_train_products} products{best}; "
+        f"re-embedded {report.n_images} images in {report.seconds:.1f} s"
+    )
+
+
+@app.command()
+@friendly_errors
+def serve(
+    index_path: IndexOption,
+    host: Annotated[str, typer.Option(help="Address to listen on; 127.0.0.1 = this machine only.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest photo accepted, in MB.")] = 10.0,
+) -> None:
+    """Serve the REST API (docs at /docs) and the web page: search by dropping in a photo."""
+    from lookalike.server import ServerSettings
+    from lookalike.server.serve import run
+
+    run(index_path, host=host, port=port, settings=ServerSettings(max_upload_bytes=int(max_upload_mb * 1024 * 1024)))
+
+
+@app.command()
+@friendly_errors
+def rebuild(
+    index_path: IndexOption,
+    kind: Annotated[
+        str | None, typer.Option(help="Switch the vector index kind: flat, hnsw, ivfpq, hnswpq, ivfhnswpq or auto.")
+    ] = None,
+    assign: Annotated[list[str] | None, typer.Option("--set", help="Any index setting: --set index.nprobe=32")] = None,
+) -> None:
+    """Rebuild the vector index from the stored vectors: after changing its kind or tunables, after
+    growth (quantisers re-trained for the new size), or to purge deleted entries."""
+    from lookalike.pipeline import Engine
+
+    changes = {}
+    for assignment in assign or []:
+        key, sep, raw = assignment.partition("=")
+        section, _, name = key.strip().partition(".")
+        if not sep or section != "index" or not name:
+            raise SettingsError(f"--set expects index.<name>=value (e.g. index.nprobe=32), got {assignment!r}")
+        changes[name] = _parse_value(raw)
+    with Engine.open(index_path) as engine:
+        report = engine.rebuild(kind, **changes)
+    console.print(f"rebuilt {report['vectors']} vectors as {report['kind']} in {report['seconds']:.1f} s")
+    table = Table("partition", "vectors", "state", "faiss", "tombstones")
+    for key, facts in report["partitions"].items():
+        state = facts["state"] + (f" ({facts['note']})" if "note" in facts else "")
+        table.add_row(
+            key or "(all)", str(facts["vectors"]), state, facts.get("faiss", "-"), str(facts.get("tombstones", "-"))
+        )
+    console.print(table)
 
 
 @app.command()
@@ -309,7 +546,7 @@ def evaluate(
         str, typer.Option(help="grocery-photo2photo, grocery-photo2catalog, eth80, or PATH/manifest.csv.")
     ],
     config: Annotated[
-        list[str] | None, typer.Option("--config", "-c", help="A named preset (repeat for several); default baseline.")
+        list[str] | None, typer.Option("--config", "-c", help="A preset: baseline, grey, lite2... (repeat).")
     ] = None,
     config_file: Annotated[Path | None, typer.Option(help='JSON: {"name": {"section.key": value, ...}, ...}.')] = None,
     data_root: Annotated[Path | None, typer.Option(help="Folder holding the data sets (default: shared data).")] = None,
@@ -320,6 +557,7 @@ def evaluate(
     compare: Annotated[Path | None, typer.Option("--compare", help="An older results.json: print the deltas.")] = None,
     latency_queries: Annotated[int, typer.Option(help="Queries timed again at k=10 for the latency.")] = 100,
     samples: Annotated[int, typer.Option(help="Queries per qualitative grid.")] = 6,
+    work_dir: Annotated[Path | None, typer.Option(help="Keep the built indexes here (default: temporary).")] = None,
 ) -> None:
     """Measure retrieval (and classification, segmentation where present) and write a report."""
     from lookalike.evaluate.compare import COMPARISON_COLUMNS, comparison_rows
@@ -334,10 +572,13 @@ def evaluate(
     with progress:
         evaluation = run(
             dataset, config or [], config_file=config_file, data_root=data_root, limit=limit, out=out,
-            compare_to=compare, latency_queries=latency_queries, samples=samples, progress=report,
+            compare_to=compare, latency_queries=latency_queries, samples=samples, work_dir=work_dir,
+            progress=report,
         )  # fmt: skip
     columns, rows = evaluation.table()
-    console.print(_rows_table(f"{evaluation.dataset['name']}, {evaluation.dataset['protocol']}", columns, rows))
+    by_metric = [[column, *(row[i] for row in rows)] for i, column in enumerate(columns) if i]
+    title = f"{evaluation.dataset['name']}, {evaluation.dataset['protocol']}"
+    console.print(_rows_table(title, ["metric", *(row[0] for row in rows)], by_metric))
     if evaluation.comparison is not None:
         cells = comparison_rows(evaluation.comparison)
         console.print(_rows_table(f"against {compare}", list(COMPARISON_COLUMNS), cells))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, overload
@@ -20,7 +20,7 @@ from lookalike._locks import ReadWriteLock
 from lookalike.errors import ImageError, IndexMismatchError, IndexNotFoundError, LookalikeError, SettingsError
 from lookalike.io.catalog import CatalogEntry, expand_paths
 from lookalike.io.images import ImageSource, file_hash, load_image
-from lookalike.settings import Settings
+from lookalike.settings import HeadSettings, Settings
 
 SETTINGS_FILE = "settings.json"
 DATABASE_FILE = "catalog.sqlite"
@@ -153,7 +153,10 @@ class Engine:
         self._embedder: Any = None
         self._localizer: Any = None
         self._rerankers: list[Any] | None = None
+        self._refreshed_generation = -1
         self._vectors: Any = None
+        self._transform: Any = None  # the learned embedding transform (<index>/head/); False = none
+        self._classifier: Any = None  # the category classifier's handle (<index>/classifier/), made on first use
         self._dim = int(self.store.get_meta("dim") or 0)
 
     # -- life cycle
@@ -238,6 +241,7 @@ class Engine:
                 progress(done, len(entries))
         if report.embedded:
             self._save_snapshot()
+            self._refresh_rerankers()
         report.seconds = time.perf_counter() - started
         return report
 
@@ -255,6 +259,7 @@ class Engine:
             self._commit(new=[], replaced=targets)
             report.removed = list(targets)
             self._save_snapshot()
+            self._refresh_rerankers()
         return report
 
     # -- online stage
@@ -265,10 +270,15 @@ class Engine:
         *,
         category: str | None = None,
         name: str | None = None,
+        rerank: bool = True,
+        gating: bool | None = None,
     ) -> SearchResult:
         """The `k` catalogue images most like `image` (a path, encoded bytes or a PIL image).
 
-        `category` restricts the search to one category.
+        `category` restricts the search to one category; `rerank=False` skips the re-ranking chain.
+        With a trained classifier the query's category is predicted (`details["classification"]`)
+        and only the predicted categories are searched; `gating=False` searches them all
+        (None = the `classify.gating` setting).
         """
         if k < 1:
             raise SettingsError(f"k must be >= 1, got {k}")
@@ -277,9 +287,11 @@ class Engine:
         with timer.stage("decode"):
             picture = load_image(image, name=label)
         described = self._describe([picture], timer)[0]
-        return self._search_vector(described, k, category, timer, label)
+        return self._search_vector(described, k, category, timer, label, rerank=rerank, gating=gating)
 
-    def search_by_id(self, item_id: int, k: int = 5, *, category: str | None = None) -> SearchResult:
+    def search_by_id(
+        self, item_id: int, k: int = 5, *, category: str | None = None, rerank: bool = True, gating: bool | None = None
+    ) -> SearchResult:
         """Search with a catalogue image's stored features; the image itself is left out."""
         item = self.store.get(item_id)
         if item is None:
@@ -287,21 +299,27 @@ class Engine:
         timer = _Timer()
         vector = self.store.vectors_of([item_id], self._dim)[item_id]
         blobs = {name: data for name in ("silhouette",) for data in self.store.blobs(name, [item_id]).values()}
-        result = self._search_vector(_Described(vector, blobs), k + 1, category, timer, item.path)
+        described = _Described(vector, blobs)
+        result = self._search_vector(described, k + 1, category, timer, item.path, rerank=rerank, gating=gating)
         result.hits = [hit for hit in result.hits if hit.id != item_id][:k]
         result.hits = [_rerank_position(hit, rank) for rank, hit in enumerate(result.hits, 1)]
         return result
 
     # -- facts
     def info(self) -> dict[str, Any]:
+        from lookalike.index.rebuild import describe_partitions
+
         vectors = self._vector_index()
         return {
             "path": str(self.path),
             "images": self.store.count(),
             "categories": {str(k): v for k, v in self.store.category_counts().items()},
             "partitions": vectors.sizes(),
+            "vector_index": describe_partitions(vectors),
             "dim": self._dim,
             "embedder": self.store.get_meta("embedder"),
+            "head": self.store.get_meta("head"),
+            "classifier": self._category_classifier().status(self.store),
             "generation": self.store.generation,
             "size_bytes": _folder_size(self.path),
             "settings": self.settings.to_dict(),
@@ -310,8 +328,122 @@ class Engine:
     def __len__(self) -> int:
         return self.store.count()
 
+    # -- vector index maintenance
+    def rebuild(self, kind: str | None = None, **changes: Any) -> dict[str, Any]:
+        """Rebuild the vector index from the stored vectors; searches wait while it runs.
+
+        Re-fits an approximate kind's tunables and quantisers to the current size and drops its
+        tombstones. `kind`, and `changes` (other `index` settings by name, e.g. nprobe=32), change the
+        settings: they are saved to settings.json, atomically, once the new index is built.
+        """
+        from lookalike.index import INDEX_KINDS
+        from lookalike.index.rebuild import build_from_store, describe_partitions
+
+        dotted = {f"index.{name}": value for name, value in changes.items()}
+        if kind is not None:
+            dotted["index.kind"] = kind
+        settings = self.settings.replace(**dotted) if dotted else self.settings
+        INDEX_KINDS.get(settings.index.kind)  # an unknown kind fails here, listing the valid ones
+        started = time.perf_counter()
+        with self._lock.writing():
+            vectors = build_from_store(self.store, settings.index, self._dim)
+            self.store.set_meta("vectors_rebuilt_at", time.time())  # a new generation: the old snapshot is stale
+            if settings != self.settings:
+                temporary = self.path / (SETTINGS_FILE + ".tmp")
+                settings.to_json(temporary)
+                temporary.replace(self.path / SETTINGS_FILE)
+                self.settings = settings
+            vectors.save(self.path / VECTORS_DIR, self.store.generation)
+            self._vectors = vectors
+        seconds = time.perf_counter() - started
+        return {"kind": settings.index.kind, "vectors": len(vectors), "seconds": seconds,
+                "partitions": describe_partitions(vectors)}  # fmt: skip
+
+    # -- category classifier
+    def train_classifier(self, kind: str | None = None, **changes: Any) -> Any:
+        """Train the category classifier on the stored vectors and categories; save it with the index.
+
+        `kind` ("mlp", "logreg") and `changes` (any `classify.*` setting by name: seed=1,
+        augment_copies=2...) override the index's settings for this run. A stratified, seeded
+        `validation_fraction` is held out for early stopping and the report. Returns the
+        `TrainingResult` (classifier, validation report, counts); `info()["classifier"]` then says
+        "fresh" until images or categories change.
+        """
+        from lookalike.classify import train_index_classifier
+
+        chosen = {"kind": kind, **changes}
+        overrides = {f"classify.{name}": value for name, value in chosen.items() if value is not None}
+        settings = self.settings.replace(**overrides).classify if overrides else self.settings.classify
+        result = train_index_classifier(self.store, self._dim, settings, embed=self._embed_for_training)
+        self._category_classifier().save(result)
+        return result
+
+    def _embed_for_training(self, images: list[Image.Image]) -> np.ndarray:
+        return np.stack([described.vector for described in self._describe(images, _Timer())])
+
+    # -- learned embedding (opt-in)
+    def train_embedding(
+        self,
+        settings: HeadSettings | None = None,
+        *,
+        items: Mapping[str | int, str] | None = None,
+        progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    ) -> Any:
+        """Learn whitening or a projection head from this index's own products, then re-embed it.
+
+        `settings` defaults to the index's `settings.head` (kind "pca", "supervised", "linear" or
+        "mlp"). Product ids: `items` (path or id -> product), else each image's category or item
+        (`settings.label`). Held-out products give the validation curve (`progress(epoch, epochs,
+        {"loss", "val_map"})`) and the `EmbeddingReport`'s before/after retrieval figures.
+        Queries then get the same transform. See `lookalike.embed.train`.
+        """
+        from lookalike.embed import train
+
+        settings = settings or self.settings.head
+        started = time.perf_counter()
+        ids, raw = train.raw_vectors(self.store, self._dim, self._raw_dim(), self._get_transform() is not None)
+        labels = train.product_labels(self.store, ids, settings.label, items)
+        transform, facts = train.fit_transform(raw, labels, settings, progress)
+        report = train.report_from(transform, facts, len(ids), time.perf_counter() - started)
+        self._install_transform(transform, train.head_meta(report))
+        return report
+
+    def remove_embedding(self) -> bool:
+        """Drop the learned transform and restore the raw backbone vectors; False when there was none."""
+        if self._get_transform() is None:
+            return False
+        self._install_transform(None, None)
+        return True
+
+    def _install_transform(self, transform: Any, meta: dict[str, Any] | None) -> None:
+        """Re-embed every image (raw vectors re-read under the write lock) and record the transform."""
+        from lookalike.embed import train
+
+        had_transform = self._get_transform() is not None
+        with self._lock.writing():
+            ids, raw = train.raw_vectors(self.store, self._dim, self._raw_dim(), had_transform)
+            vectors = raw if transform is None else transform.transform(raw)
+            fingerprint = train.with_head(train.base_fingerprint(self._fingerprint()), transform)
+            meta_values = {"dim": int(vectors.shape[1]), "embedder": fingerprint, "head": meta}
+            train.rewrite_vectors(self.store, ids, vectors, None if transform is None else raw, meta_values)
+            train.install_head(self.path, transform)
+            self._transform, self._vectors, self._dim = transform or False, None, int(vectors.shape[1])
+        self._save_snapshot()
+
+    def _get_transform(self) -> Any:
+        """The index's learned embedding transform, or None."""
+        if self._transform is None:
+            from lookalike.embed.train import load_index_transform
+
+            self._transform = load_index_transform(self.path) or False
+        return self._transform or None
+
     # -- internals: features
     def _feature_dim(self) -> int:
+        transform = self._get_transform()
+        return self._raw_dim() if transform is None else int(transform.dim_)
+
+    def _raw_dim(self) -> int:
         both = self.settings.localize.enabled and self.settings.localize.features == "both"
         return self._get_embedder().dim * (2 if both else 1)
 
@@ -336,13 +468,24 @@ class Engine:
             self._rerankers = [create_reranker(name, self.settings) for name in self.settings.rerank.chain]
         return self._rerankers
 
+    def _refresh_rerankers(self) -> None:
+        """Let re-rankers with catalogue-wide data (diffusion) load or rebuild it for this generation."""
+        generation = self.store.generation
+        for reranker in self._get_rerankers():
+            if hasattr(reranker, "refresh"):
+                reranker.refresh(self.store, self._dim, self.path, generation)
+        self._refreshed_generation = generation
+
     def _fingerprint(self) -> str:
-        """What made the stored vectors: the embedder and, when on, the localiser and feature mode."""
+        """What made the stored vectors: the embedder and, when on, the localiser and feature mode,
+        and the learned embedding transform (head) when the index has one."""
+        from lookalike.embed.train import with_head
+
         fingerprint = self._get_embedder().fingerprint()
         localizer = self._get_localizer()
         if localizer is not None:
             fingerprint += f"||{localizer.fingerprint()}|features={self.settings.localize.features}"
-        return fingerprint
+        return with_head(fingerprint, self._get_transform())
 
     def _check_fingerprint(self) -> None:
         fingerprint = self._fingerprint()
@@ -350,10 +493,9 @@ class Engine:
         if stored is None:
             self.store.set_meta("embedder", fingerprint)
         elif stored != fingerprint:
-            raise IndexMismatchError(
-                f"{self.path}: built with embedder {stored!r} but the installed model is {fingerprint!r}; "
-                "its vectors cannot be compared: rebuild the index (CLI: --rebuild)"
-            )
+            from lookalike.embed.train import mismatch_message
+
+            raise IndexMismatchError(mismatch_message(self.path, stored, fingerprint))
 
     def _describe(self, images: Sequence[Image.Image], timer: _Timer) -> list[_Described]:
         """The features of images, identical for the catalogue and for queries.
@@ -373,13 +515,29 @@ class Engine:
                 located = [localizer.localize(image) for image in images]
         with timer.stage("embed"):
             self._check_fingerprint()
-            vectors = self._embed(images, [loc.cutout for loc in located])
-        if not located:
-            return [_Described(vector) for vector in vectors]
-        return [
-            _Described(vector, {"silhouette": loc.silhouette}, _localization_details(loc), loc)
-            for vector, loc in zip(vectors, located, strict=True)
-        ]
+            raw = self._embed(images, [loc.cutout for loc in located])
+            transform = self._get_transform()
+            vectors = raw if transform is None else transform.transform(raw)
+        described = [_Described(vector) for vector in vectors]
+        if transform is not None:  # kept to re-embed the index when a head is trained again
+            for item, raw_vector in zip(described, raw, strict=True):
+                item.blobs["raw"] = np.ascontiguousarray(raw_vector, dtype=np.float32).tobytes()
+        for item, loc in zip(described, located, strict=False):
+            item.blobs["silhouette"] = loc.silhouette
+            item.details.update(_localization_details(loc))
+            item.localization = loc
+        self._describe_for_rerankers(images, described, timer)
+        return described
+
+    def _describe_for_rerankers(
+        self, images: Sequence[Image.Image], described: list[_Described], timer: _Timer
+    ) -> None:
+        """Per-image data of re-rankers that need some (SIFT keypoints...), stored with each image."""
+        for reranker in self._get_rerankers():
+            if hasattr(reranker, "describe"):
+                with timer.stage(f"{reranker.name}_features"):
+                    for image, item in zip(images, described, strict=True):
+                        item.blobs.update(reranker.describe(image, item.localization))
 
     def _embed(self, images: Sequence[Image.Image], cutouts: list[Image.Image]) -> np.ndarray:
         embedder = self._get_embedder()
@@ -394,20 +552,28 @@ class Engine:
 
     # -- internals: search
     def _search_vector(
-        self, described: _Described, k: int, category: str | None, timer: _Timer, label: str
+        self,
+        described: _Described,
+        k: int,
+        category: str | None,
+        timer: _Timer,
+        label: str,
+        *,
+        rerank: bool = True,
+        gating: bool | None = None,
     ) -> SearchResult:
         from lookalike.rerank import Candidate, QueryContext, apply_chain, chain_depth
 
-        searched = self._categories_to_search(category)
-        chain = self._get_rerankers()
+        searched, classification = self._plan_categories(described.vector, category, gating, timer)
+        chain = self._get_rerankers() if rerank else []
+        if chain and self._refreshed_generation != self.store.generation:
+            self._refresh_rerankers()
         vectors = self._vector_index()  # outside the read lock: loading takes the write lock
         with self._lock.reading():
-            with timer.stage("search"):
-                scores, ids = vectors.search(described.vector[None, :], max(k, chain_depth(chain)), searched)
+            depth = max(k, chain_depth(chain))
+            scores, ids = self._vector_candidates(vectors, described.vector, depth, searched, timer)
             candidates = [
-                Candidate(int(i), float(s), {"vector": float(s)})
-                for i, s in zip(ids[0], scores[0], strict=True)
-                if i >= 0
+                Candidate(int(i), float(s), {"vector": float(s)}) for i, s in zip(ids, scores, strict=True) if i >= 0
             ]
             if chain:
                 with timer.stage("rerank"):
@@ -420,8 +586,32 @@ class Engine:
             Hit(rank, c.id, items[c.id].path, c.score, items[c.id].category, c.scores)
             for rank, c in enumerate((c for c in candidates if c.id in items), 1)
         ]
-        searched_list = None if searched is None else list(searched)
-        return SearchResult(hits, timer.total(), searched_list, label, described.details, described.localization)
+        searched_list = None if searched is None else [c for c in searched if c is not None]
+        details = {**described.details, **classification}
+        return SearchResult(hits, timer.total(), searched_list, label, details, described.localization)
+
+    def _vector_candidates(
+        self, vectors: Any, query: np.ndarray, depth: int, searched: list[str | None] | None, timer: _Timer
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The top `depth` (scores, ids) of the vector search, best first.
+
+        Approximate index kinds fetch `index.shortlist_factor` times more; the PQ kinds' scores are
+        then re-computed exactly from the stored full vectors (index/ann.py).
+        """
+        from lookalike.index.rebuild import search_plan
+
+        keys = None if searched is None else [vectors.key(c) for c in searched]
+        approximate, quantized = search_plan(vectors, keys)
+        fetch = depth * self.settings.index.shortlist_factor if approximate else depth
+        with timer.stage("search"):
+            scores, ids = vectors.search(query[None, :], fetch, searched)
+        if not quantized:
+            return scores[0][:depth], ids[0][:depth]
+        from lookalike.index.ann import rescore
+
+        with timer.stage("rescore"):
+            found = ids[0][ids[0] >= 0]
+            return rescore(query, found, self.store.vectors_of(found, self._dim), depth)
 
     def _categories_to_search(self, category: str | None) -> list[str] | None:
         if category is None:
@@ -431,6 +621,34 @@ class Engine:
             known = ", ".join(sorted(str(c) for c in counts if c is not None)) or "none"
             raise LookalikeError(f"unknown category {category!r}; the index holds: {known}")
         return [category]
+
+    def _plan_categories(
+        self, vector: np.ndarray, category: str | None, gating: bool | None, timer: _Timer
+    ) -> tuple[list[str | None] | None, dict[str, Any]]:
+        """The categories to search (None inside = uncategorised images) and, with a trained
+        classifier, its prediction for `details["classification"]` (gated search, classify/gate.py)."""
+        forced = self._categories_to_search(category)
+        searched: list[str | None] | None = None if forced is None else list(forced)
+        classifier = self._category_classifier().model()
+        if classifier is None:
+            return searched, {}
+        from lookalike.classify import plan_search
+
+        vectors = self._vector_index()
+        with self._lock.reading():
+            partitions = list(vectors.sizes()) if self.settings.index.partition_by_category else None
+        with timer.stage("classify"):
+            decision = plan_search(
+                classifier, vector, self.settings.classify, partitions=partitions, category=category, gating=gating
+            )
+        return decision.searched, {"classification": decision.details}
+
+    def _category_classifier(self) -> Any:
+        if self._classifier is None:
+            from lookalike.classify import CLASSIFIER_DIR, IndexClassifier
+
+            self._classifier = IndexClassifier(self.path / CLASSIFIER_DIR)
+        return self._classifier
 
     # -- internals: storage
     def _vector_index(self) -> Any:
@@ -447,9 +665,9 @@ class Engine:
         loaded = PartitionedIndex.load(self.path / VECTORS_DIR, self.settings.index, self._dim, generation)
         if loaded is not None:
             return loaded
-        rebuilt = PartitionedIndex(self.settings.index, self._dim)
-        for ids, vectors, categories in self.store.vectors(self._dim):
-            rebuilt.add(ids, vectors, categories)
+        from lookalike.index.rebuild import build_from_store
+
+        rebuilt = build_from_store(self.store, self.settings.index, self._dim)
         if self.store.count():
             rebuilt.save(self.path / VECTORS_DIR, generation)
         return rebuilt
@@ -499,7 +717,7 @@ class Engine:
             return
         described = self._describe([image for *_, image in pending], _Timer())
         new = [
-            NewItem(path, entry.category, digest, features.vector, blobs=features.blobs)
+            NewItem(path, entry.category, digest, features.vector, _item_extra(entry), features.blobs)
             for (entry, path, digest, _), features in zip(pending, described, strict=True)
         ]
         replaced = {known[p][0]: self.store.get(known[p][0]).category for _, p, _, _ in pending if p in known}
@@ -539,6 +757,11 @@ def _localization_details(located: Any) -> dict[str, Any]:
             "object_fraction": float(located.mask.mean()),
         }
     }
+
+
+def _item_extra(entry: CatalogEntry) -> dict[str, Any]:
+    """Facts kept with an image: its product (`item`) where known, for training an embedding head."""
+    return {"item": entry.item} if entry.item else {}
 
 
 def _rerank_position(hit: Hit, rank: int) -> Hit:

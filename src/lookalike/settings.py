@@ -43,8 +43,8 @@ class LocalizeSettings:
     enabled: bool = False
     model: str = "u2netp"
     model_path: str | None = None  # an ONNX segmenter from a local path
-    input_size: int = 192  # u2netp at 192 is as good as 320 on eth80-dev, 2.5x faster (benchmarks/segmentation.py)
-    quantize: bool = False  # int8 (static, cached under ~/.cache/lookalike): ~1.4x faster but IoU drops ~0.05
+    input_size: int = 224  # u2netp's native 320 costs ~0.3 s; 224 ~2x faster, see benchmarks/segmentation.py
+    quantize: bool = False  # int8 (static, cached in ~/.cache/lookalike): ~1.5x faster, masks visibly worse
     threads: int | None = None  # onnxruntime intra-op threads; None = onnxruntime's default
     threshold: float = 0.5  # saliency above this is object
     min_object_fraction: float = 0.01  # smaller masks mean "no salient object": use the whole image
@@ -83,27 +83,86 @@ class LocalizeSettings:
 
 @dataclass(frozen=True)
 class IndexSettings:
-    """Vector index kind and partitioning."""
+    """Vector index kind, partitioning and the approximate kinds' tunables (None = chosen from the size).
+
+    Kinds: "flat" (exact), "hnsw", "ivfpq", "hnswpq" (HNSW graph over PQ codes), "ivfhnswpq" (IVF with
+    an HNSW coarse quantiser, PQ codes), "auto" (exact up to `auto_threshold` vectors per partition,
+    then `auto_kind`). An approximate partition searches exactly until it holds `min_vectors`.
+    See lookalike.index.ann and benchmarks/ann.py for the measured trade-offs.
+    """
 
     kind: str = "flat"
     partition_by_category: bool = True
     category_depth: int = 1  # category = the first N folders below the catalogue root
+    auto_kind: str = "ivfpq"  # what "auto" turns a partition into past auto_threshold
+    auto_threshold: int = 50_000  # "auto": partitions up to this many vectors stay exact (brute force)
+    min_vectors: int | None = None  # approximate kinds: exact until this many (None: 1,000; PQ: 39 x 2^pq_nbits)
+    train_size: int = 100_000  # quantisers train on at most this many vectors (a seeded sample)
+    hnsw_m: int | None = None  # graph degree
+    ef_construction: int | None = None
+    ef_search: int | None = None  # raised to the number of results fetched when that is larger
+    nlist: int | None = None  # IVF cells
+    nprobe: int | None = None  # IVF cells visited per query
+    pq_m: int | None = None  # PQ sub-quantisers (bytes per code at 8 bits); must divide the dimension
+    pq_nbits: int = 8  # bits per sub-quantiser code: 8, or 4 (IVF kinds then use FAISS's fast-scan layout)
+    opq: bool = False  # learn a rotation (OPQ) before PQ: better codes, slower training
+    shortlist_factor: int = 4  # approximate kinds fetch k x this; PQ scores are then re-computed exactly
+    tombstone_fraction: float = 0.2  # HNSW kinds cannot delete: removed ids are hidden; rebuilt past this fraction
+    mmap: bool = True  # open saved approximate indexes memory-mapped (read-only until the first write)
+    seed: int = 0
 
     def validate(self) -> None:
         _check(self.category_depth >= 0, f"index.category_depth must be >= 0, got {self.category_depth}")
+        approximate = ("hnsw", "ivfpq", "hnswpq", "ivfhnswpq")
+        _check(self.auto_kind in approximate, f"index.auto_kind must be one of {approximate}, got {self.auto_kind!r}")
+        _check(self.auto_threshold >= 0, f"index.auto_threshold must be >= 0, got {self.auto_threshold}")
+        _check(self.train_size >= 1, f"index.train_size must be >= 1, got {self.train_size}")
+        for name in ("min_vectors", "hnsw_m", "ef_construction", "ef_search", "nlist", "nprobe", "pq_m"):
+            value = getattr(self, name)
+            _check(value is None or value >= 1, f"index.{name} must be >= 1 or null (automatic), got {value}")
+        _check(self.hnsw_m is None or self.hnsw_m >= 2, f"index.hnsw_m must be >= 2, got {self.hnsw_m}")
+        _check(4 <= self.pq_nbits <= 10, f"index.pq_nbits must be in [4, 10], got {self.pq_nbits}")
+        _check(self.shortlist_factor >= 1, f"index.shortlist_factor must be >= 1, got {self.shortlist_factor}")
+        fraction = self.tombstone_fraction
+        _check(0.0 < fraction < 1.0, f"index.tombstone_fraction must be in (0, 1), got {fraction}")
 
 
 @dataclass(frozen=True)
 class RerankSettings:
     """Re-rankers applied to the top of the vector search, in order."""
 
-    chain: tuple[str, ...] = ()
+    chain: tuple[str, ...] = ()  # names from lookalike.rerank: mask_iou, qe, diffusion, sift
     mask_iou_top_n: int = 50
     mask_iou_weight: float = 0.2
+    qe_top_n: int = 100  # candidates re-scored with the expanded query
+    qe_neighbours: int = 5  # top results averaged into the query
+    qe_alpha: float = 3.0  # weight of each neighbour = similarity ** alpha
+    qe_weight: float = 0.5
+    diffusion_top_n: int = 100
+    diffusion_weight: float = 0.5
+    diffusion_graph_k: int = 30  # neighbours per catalogue image in the kNN graph
+    diffusion_query_k: int = 10  # the query's neighbours that seed the diffusion
+    diffusion_alpha: float = 0.99
+    diffusion_gamma: float = 3.0  # similarities are raised to this power
+    diffusion_keep: int = 200  # entries kept per row of the precomputed diffusion matrix
+    sift_top_n: int = 20
+    sift_weight: float = 0.3
+    sift_max_keypoints: int = 256
+    sift_ratio: float = 0.8  # Lowe's ratio test
+    sift_min_inliers: int = 6  # fewer RANSAC inliers count as no match
+    sift_full_inliers: int = 30  # this many inliers or more score 1.0
 
     def validate(self) -> None:
-        _check(self.mask_iou_top_n >= 1, f"rerank.mask_iou_top_n must be >= 1, got {self.mask_iou_top_n}")
-        _check(0.0 <= self.mask_iou_weight <= 1.0, "rerank.mask_iou_weight must be in [0, 1]")
+        for name in ("mask_iou", "qe", "diffusion", "sift"):
+            top_n, weight = getattr(self, f"{name}_top_n"), getattr(self, f"{name}_weight")
+            _check(top_n >= 1, f"rerank.{name}_top_n must be >= 1, got {top_n}")
+            _check(0.0 <= weight <= 1.0, f"rerank.{name}_weight must be in [0, 1], got {weight}")
+        alpha = self.diffusion_alpha
+        _check(0.0 < alpha < 1.0, f"rerank.diffusion_alpha must be in (0, 1), got {alpha}")
+        _check(0.0 < self.sift_ratio < 1.0, f"rerank.sift_ratio must be in (0, 1), got {self.sift_ratio}")
+        _check(
+            self.sift_full_inliers > self.sift_min_inliers, "rerank.sift_full_inliers must exceed sift_min_inliers"
+        )
 
 
 @dataclass(frozen=True)
@@ -157,6 +216,58 @@ class ClassifySettings:
 
 
 @dataclass(frozen=True)
+class HeadSettings:
+    """A learned transform of the backbone vectors (opt-in): whitening or a trained projection head.
+
+    Applied by an index only once `lookalike train-embedding` (`Engine.train_embedding`) has learned
+    it from the index's own images; these values are that training's defaults.
+    """
+
+    kind: str = "linear"  # "pca" (unsupervised), "supervised" (Radenovic Lw), "linear" / "mlp" (trained heads)
+    dim: int = 512  # output dimension; 0 = the input's
+    shrinkage: float = 0.1  # covariance shrinkage towards a scaled identity (whitening; the heads' start)
+    label: Literal["category", "item"] = "category"  # product id of an index's image: its category or its item
+    init: Literal["supervised", "pca", "random"] = "supervised"  # the heads' starting projection
+    hidden: int = 1024  # "mlp": width of the residual branch
+    contrastive_weight: float = 1.0
+    contrastive_margin: float = 0.7  # negatives closer than this (Euclidean, unit vectors) are pushed away
+    triplet_weight: float = 1.0
+    triplet_margin: float = 0.2  # on squared distances, as in SOLAR
+    sos_weight: float = 1.0  # SOLAR's second-order similarity regulariser
+    hard_negatives: int = 5  # contrastive: the N nearest non-matching images of each anchor in the batch
+    products_per_batch: int = 16
+    images_per_product: int = 4
+    learning_rate: float = 1e-3  # Adam
+    weight_decay: float = 1e-4
+    max_epochs: int = 40
+    early_stopping_patience: int = 8  # epochs without a better validation mAP before training stops
+    validation_fraction: float = 0.2  # of the products, held out (seeded) for the validation curve
+    seed: int = 0
+
+    def validate(self) -> None:
+        kinds = ("pca", "supervised", "linear", "mlp")
+        _check(self.kind in kinds, f"head.kind must be one of {', '.join(kinds)}, got {self.kind!r}")
+        _check(self.dim >= 0, f"head.dim must be >= 0 (0 = keep the input's), got {self.dim}")
+        _check(0.0 <= self.shrinkage <= 1.0, f"head.shrinkage must be in [0, 1], got {self.shrinkage}")
+        _check(self.label in ("category", "item"), f"head.label must be 'category' or 'item', got {self.label!r}")
+        inits = ("supervised", "pca", "random")
+        _check(self.init in inits, f"head.init must be one of {', '.join(inits)}, got {self.init!r}")
+        _check(self.hidden >= 1, f"head.hidden must be >= 1, got {self.hidden}")
+        for name in ("contrastive_weight", "contrastive_margin", "triplet_weight", "triplet_margin", "sos_weight"):
+            _check(getattr(self, name) >= 0.0, f"head.{name} must be >= 0, got {getattr(self, name)}")
+        _check(self.hard_negatives >= 1, f"head.hard_negatives must be >= 1, got {self.hard_negatives}")
+        _check(self.products_per_batch >= 2, f"head.products_per_batch must be >= 2, got {self.products_per_batch}")
+        _check(self.images_per_product >= 2, f"head.images_per_product must be >= 2, got {self.images_per_product}")
+        _check(self.learning_rate > 0.0, f"head.learning_rate must be > 0, got {self.learning_rate}")
+        _check(self.weight_decay >= 0.0, f"head.weight_decay must be >= 0, got {self.weight_decay}")
+        _check(self.max_epochs >= 1, f"head.max_epochs must be >= 1, got {self.max_epochs}")
+        patience = self.early_stopping_patience
+        _check(patience >= 1, f"head.early_stopping_patience must be >= 1, got {patience}")
+        fraction = self.validation_fraction
+        _check(0.0 <= fraction < 1.0, f"head.validation_fraction must be in [0, 1), got {fraction}")
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything that decides how an index is built and searched."""
 
@@ -165,6 +276,7 @@ class Settings:
     index: IndexSettings = field(default_factory=IndexSettings)
     rerank: RerankSettings = field(default_factory=RerankSettings)
     classify: ClassifySettings = field(default_factory=ClassifySettings)
+    head: HeadSettings = field(default_factory=HeadSettings)
 
     def __post_init__(self) -> None:
         for section in fields(self):

@@ -9,6 +9,7 @@ segmentation quality (the query's predicted mask against the data set's ground-t
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from lookalike.errors import LookalikeError, SettingsError
 from lookalike.evaluate.datasets import Dataset
 from lookalike.evaluate.metrics import (
     classification_report,
@@ -41,12 +43,14 @@ class Config:
     name: str
     settings: Settings = field(default_factory=Settings)
     search: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments of Engine.search
+    # Engine methods called without arguments once the gallery is indexed, e.g. ("train_classifier",)
+    prepare: tuple[str, ...] = ()
 
     def build_key(self) -> str:
         """Configurations with equal keys can search the same built index."""
         data = self.settings.to_dict()
         built = {section: value for section, value in data.items() if section not in ONLINE_SECTIONS}
-        return json.dumps(built, sort_keys=True)
+        return json.dumps({"settings": built, "prepare": list(self.prepare)}, sort_keys=True)
 
 
 @dataclass
@@ -90,6 +94,7 @@ class ConfigResult:
     queries: list[QueryOutcome] = field(default_factory=list, repr=False)
     index: str = ""  # the folder (under work_dir) of the index it searched
     search: dict[str, Any] = field(default_factory=dict)
+    prepare: tuple[str, ...] = ()
     classification: dict[str, Any] | None = None  # metrics.ClassificationReport.as_dict()
     segmentation: dict[str, Any] | None = None  # metrics.SegmentationReport.as_dict()
 
@@ -98,6 +103,7 @@ class ConfigResult:
             "name": self.name,
             "settings": self.settings,
             "search": self.search,
+            "prepare": list(self.prepare),
             "index": self.index,
             "retrieval": self.retrieval,
             "latency_ms": self.latency_ms,
@@ -158,15 +164,31 @@ def _build(dataset: Dataset, config: Config, path: Path, progress: Progress | No
 
     with Engine.create(path, config.settings, overwrite=True) as engine:
         added = engine.add(list(dataset.gallery), progress=report)
+        if added.failed:
+            raise LookalikeError(f"{len(added.failed)} gallery images failed, first: {added.failed[0]}")
+        started = time.perf_counter()
+        for step in config.prepare:
+            _prepare_step(engine, config, step)()
+        prepared = time.perf_counter() - started
         size = engine.info()["size_bytes"]
-    if added.failed:
-        raise RuntimeError(f"{len(added.failed)} gallery images failed, first: {added.failed[0]}")
     return path, {
         "images": float(added.embedded),
         "seconds": added.seconds,
         "images_per_second": added.embedded / added.seconds if added.seconds else 0.0,
         "index_bytes": float(size),
+        "prepare_seconds": prepared,  # the `prepare` steps (e.g. training a classifier) after indexing
     }
+
+
+def _prepare_step(engine: Any, config: Config, step: str) -> Callable[[], Any]:
+    method = getattr(engine, step, None)
+    if step.startswith("_") or not callable(method):
+        public = sorted(name for name in dir(engine) if not name.startswith("_") and callable(getattr(engine, name)))
+        raise SettingsError(
+            f"configuration {config.name!r}: prepare step {step!r} is not an Engine method; "
+            f"expected one of: {', '.join(public)}"
+        )
+    return method
 
 
 def _run_queries(
@@ -277,6 +299,7 @@ def _result(
         indexing,
         outcomes,
         search=dict(config.search),
+        prepare=config.prepare,
         classification=_classification(outcomes),
         segmentation=_segmentation(outcomes),
     )

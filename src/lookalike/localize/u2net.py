@@ -100,10 +100,11 @@ class OnnxSegmenter:
 
     def fingerprint(self) -> str:
         if self._fingerprint is None:
+            from lookalike.localize.quantize import RECIPE
+
             digest = file_hash(self._locate())[:16]
-            self._fingerprint = (
-                f"{self.name}|weights={digest}|size={self.settings.input_size}|int8={int(self.settings.quantize)}"
-            )
+            precision = RECIPE if self.settings.quantize else "fp32"
+            self._fingerprint = f"{self.name}|weights={digest}|size={self.settings.input_size}|{precision}"
         return self._fingerprint
 
     def _loaded(self) -> Any:

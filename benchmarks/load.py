@@ -1,0 +1,236 @@
+"""Load test of the REST server on loopback: N clients upload sample photos to /api/search for M seconds.
+
+Starts `lookalike serve` on a free 127.0.0.1 port (over --index, or over the sample catalogue indexed
+once into benchmarks/cache/load.index), or uses a running server given by --url (loopback only).
+Prints requests per second, client latency p50/p95 and errors (expected: 0), the server's own time
+per stage, and writes benchmarks/results/load.json. Bounded: --seconds and --max-requests.
+Usage: python benchmarks/load.py [--clients 4] [--seconds 20] [--k 10] [--index PATH | --url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from _common import ROOT, save, table
+
+SAMPLES = ROOT / "samples" / "grocery"
+DEFAULT_INDEX = ROOT / "benchmarks" / "cache" / "load.index"
+
+
+@dataclass
+class Outcome:
+    """What one client saw."""
+
+    latencies: list[float] = field(default_factory=list)  # seconds, successful requests
+    server_ms: list[dict[str, float]] = field(default_factory=list)  # the answers' timings_ms
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+def main() -> None:
+    args = parse_args()
+    photos = [(path.name, path.read_bytes()) for path in sorted((SAMPLES / "queries").glob("*.jpg"))]
+    if args.url:
+        check_loopback(args.url)
+        report = run_load(args.url, photos, args)
+    else:
+        index = args.index or build_sample_index()
+        with served(index) as url:
+            report = run_load(url, photos, args)
+    print_report(report)
+    path = save("load", report)
+    print(f"\nsaved {path}")
+    if report["errors"]:
+        raise SystemExit(1)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=4, help="concurrent clients (1-32)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="how long to send requests (at most 300)")
+    parser.add_argument("--max-requests", type=int, default=5000, help="stop after this many requests in all")
+    parser.add_argument("--k", type=int, default=10, help="results per search")
+    parser.add_argument("--index", type=Path, help="serve this index (default: the sample catalogue)")
+    parser.add_argument("--url", help="a running server on loopback, e.g. http://127.0.0.1:8000")
+    args = parser.parse_args()
+    if not 1 <= args.clients <= 32 or not 0 < args.seconds <= 300 or args.max_requests < 1:
+        parser.error("expected 1 <= --clients <= 32, 0 < --seconds <= 300 and --max-requests >= 1")
+    return args
+
+
+def check_loopback(url: str) -> None:
+    host = urlparse(url).hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise SystemExit(f"--url must point at this machine (127.0.0.1, ::1 or localhost), got {url!r}")
+
+
+def build_sample_index() -> Path:
+    """The sample catalogue indexed with default settings, once (kept in benchmarks/cache/)."""
+    from lookalike import Engine, Settings
+
+    if not (DEFAULT_INDEX / "settings.json").is_file():
+        print(f"indexing the sample catalogue into {DEFAULT_INDEX} (once)...", file=sys.stderr, flush=True)
+        with Engine.create(DEFAULT_INDEX, Settings(), overwrite=True) as engine:
+            engine.add([SAMPLES / "catalog"])
+    return DEFAULT_INDEX
+
+
+@contextmanager
+def served(index: Path) -> Iterator[str]:
+    """`lookalike serve` in a subprocess on a free loopback port; stopped on leaving."""
+    port = free_port()
+    command = [sys.executable, "-m", "lookalike.cli", "serve", "--index", str(index), "--host", "127.0.0.1"]
+    process = subprocess.Popen([*command, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for_health(url, process)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for_health(url: str, process: subprocess.Popen[bytes], seconds: float = 300) -> None:
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+            raise SystemExit(f"the server exited with code {process.returncode}:\n{stderr[-2000:]}")
+        try:
+            if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"the server at {url} did not answer /api/health within {seconds:.0f} s")
+
+
+def run_load(url: str, photos: list[tuple[str, bytes]], args: argparse.Namespace) -> dict[str, Any]:
+    import httpx
+
+    with httpx.Client(base_url=url, timeout=120) as warm:  # models loaded, caches filled: not timed
+        for name, data in photos[:2]:
+            warm.post(f"/api/search?k={args.k}", files={"file": (name, data, "image/jpeg")}).raise_for_status()
+    outcomes = [Outcome() for _ in range(args.clients)]
+    budget = threading.Semaphore(args.max_requests)
+    started = time.perf_counter()
+    deadline = started + args.seconds
+    threads = [
+        threading.Thread(target=client, args=(url, photos[i:] + photos[:i], args.k, deadline, budget, outcomes[i]))
+        for i in range(args.clients)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return summarise(outcomes, time.perf_counter() - started, args, url)
+
+
+def client(
+    url: str, photos: list[tuple[str, bytes]], k: int, deadline: float, budget: threading.Semaphore, out: Outcome
+) -> None:
+    import httpx
+
+    with httpx.Client(base_url=url, timeout=120) as http:
+        turn = 0
+        while time.perf_counter() < deadline and budget.acquire(blocking=False):
+            name, data = photos[turn % len(photos)]
+            turn += 1
+            sent = time.perf_counter()
+            try:
+                response = http.post(f"/api/search?k={k}", files={"file": (name, data, "image/jpeg")})
+            except httpx.HTTPError as exc:
+                out.errors[type(exc).__name__] += 1
+                continue
+            if response.status_code != 200:
+                out.errors[f"HTTP {response.status_code}"] += 1
+                continue
+            out.latencies.append(time.perf_counter() - sent)
+            out.server_ms.append(response.json()["timings_ms"])
+
+
+def summarise(outcomes: list[Outcome], elapsed: float, args: argparse.Namespace, url: str) -> dict[str, Any]:
+    latencies = sorted(seconds * 1000 for out in outcomes for seconds in out.latencies)
+    errors = sum((out.errors for out in outcomes), Counter())
+    stages = sorted({stage for out in outcomes for timings in out.server_ms for stage in timings})
+    server = {
+        stage: percentile(sorted(t[stage] for out in outcomes for t in out.server_ms if stage in t), 50)
+        for stage in stages
+    }
+    return {
+        "setup": {"clients": args.clients, "seconds": args.seconds, "k": args.k, "url": url, "endpoint": "/api/search"},
+        "requests": len(latencies) + sum(errors.values()),
+        "ok": len(latencies),
+        "errors": sum(errors.values()),
+        "error_kinds": dict(errors),
+        "elapsed_s": elapsed,
+        "requests_per_s": len(latencies) / elapsed,
+        "latency_ms": {
+            "p50": percentile(latencies, 50),
+            "p95": percentile(latencies, 95),
+            "p99": percentile(latencies, 99),
+            "mean": sum(latencies) / len(latencies) if latencies else None,
+            "max": latencies[-1] if latencies else None,
+        },
+        "server_p50_ms_per_stage": server,
+        "per_client_ok": [len(out.latencies) for out in outcomes],
+    }
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-th percentile of sorted `values` (nearest rank), None when empty."""
+    if not values:
+        return None
+    rank = max(1, round(q / 100 * len(values) + 0.5 - 1e-9))
+    return values[min(rank, len(values)) - 1]
+
+
+def print_report(report: dict[str, Any]) -> None:
+    setup, latency = report["setup"], report["latency_ms"]
+    print(f"\nPOST /api/search, {setup['clients']} clients for {setup['seconds']:.0f} s, k={setup['k']} (loopback)")
+    row = {
+        "requests": report["requests"],
+        "req/s": report["requests_per_s"],
+        "p50 ms": latency["p50"],
+        "p95 ms": latency["p95"],
+        "p99 ms": latency["p99"],
+        "max ms": latency["max"],
+        "errors": report["errors"],
+    }
+    print(table([row], list(row)))
+    stages = [{"stage": stage, "p50 ms": ms} for stage, ms in report["server_p50_ms_per_stage"].items()]
+    print("\nserver time per stage (the answers' timings_ms, p50)")
+    print(table(stages, ["stage", "p50 ms"]))
+    if report["errors"]:
+        print(f"\nERRORS: {report['error_kinds']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,268 @@
+"""Learn an index's own embedding transform (whitening or a trained head) and re-embed the index.
+
+The transform learns from the raw backbone vectors: while an index has no transform its stored
+vectors are raw; once it has one, every image also keeps its raw vector as the blob "raw" (5 KB
+per image at 1280-d), so re-training and re-embedding never decode an image again. Product ids
+come from `items` (path or id -> product), else from each image's category (`label="category"`,
+the sub-folder for an index built from folders) or its item (`label="item"`: a manifest's item
+column, a data set adapter's `item`).
+
+Products with 2+ images are split, seeded, into training and held-out products
+(`validation_fraction`): the held-out ones give the validation curve and early stopping of a
+trained head, and the before/after report on products the transform never saw. The transform
+kept is the one trained on the training products only.
+
+The index then records the transform: its files in `<index>/head/` (transform.json +
+weights.npz), its fingerprint appended to the embedder's in the index's meta, and the new
+vectors; query vectors get the same transform, and an index whose head files do not match the
+fingerprint its vectors were made with is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lookalike.embed.base import l2_normalize
+from lookalike.embed.transform import VectorTransform, create_transform, load_transform, save_transform
+from lookalike.errors import IndexMismatchError, LookalikeError
+from lookalike.settings import HeadSettings
+
+HEAD_DIR = "head"
+HEAD_MARK = "||head="
+RAW_BLOB = "raw"
+EVAL_KS = (1, 5, 10)
+
+EpochCallback = Callable[[int, int, dict[str, float]], None]
+
+
+@dataclass
+class EmbeddingReport:
+    """What `Engine.train_embedding` learned, and retrieval on held-out products before and after."""
+
+    kind: str
+    fingerprint: str
+    dim: int
+    n_images: int  # images re-embedded
+    n_train_images: int
+    n_train_products: int
+    n_validation_images: int
+    n_validation_products: int
+    before: dict[str, float] | None  # leave-one-out retrieval among held-out products, raw vectors
+    after: dict[str, float] | None  # the same with the transform
+    history: dict[str, list[float]] = field(default_factory=dict)  # per epoch: loss, val_map (trained heads)
+    best_epoch: int | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- reading the index
+
+
+def raw_vectors(store: Any, stored_dim: int, raw_dim: int, has_transform: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, raw backbone vectors) of every image: the "raw" blobs, or the vectors of a plain index."""
+    chunks = list(store.vectors(stored_dim))
+    if not chunks:
+        raise LookalikeError("the index holds no images: add the catalogue before training an embedding")
+    ids = np.concatenate([chunk_ids for chunk_ids, _, _ in chunks])
+    if not has_transform:
+        return ids, np.concatenate([vectors for _, vectors, _ in chunks])
+    blobs = store.blobs(RAW_BLOB, ids.tolist())
+    missing = [int(i) for i in ids if int(i) not in blobs]
+    if missing:
+        raise IndexMismatchError(
+            f"{len(missing)} image(s) of the index have no raw backbone vector (first id: {missing[0]}); "
+            "rebuild the index (CLI: --rebuild) before training an embedding"
+        )
+    raw = np.stack([np.frombuffer(blobs[int(i)], dtype=np.float32) for i in ids])
+    if raw.shape[1] != raw_dim:
+        raise IndexMismatchError(f"stored raw vectors have {raw.shape[1]} features; the embedder gives {raw_dim}")
+    return ids, raw
+
+
+def product_labels(
+    store: Any, ids: np.ndarray, label: str, items: Mapping[str | int, str] | None
+) -> list[str | None]:
+    """One product id per image (None = unknown, left out of training)."""
+    known = store.get_many(ids.tolist())
+    if items is not None:
+        by_key = {str(k): str(v) for k, v in items.items()}
+        return [by_key.get(str(i), by_key.get(known[int(i)].path)) for i in ids]
+    if label == "item":
+        return [known[int(i)].extra.get("item") for i in ids]
+    return [known[int(i)].category for i in ids]
+
+
+def split_products(labels: list[str | None], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks (train, held out): held-out products are drawn, seeded, among those with 2+ images."""
+    names = np.array(["" if label is None else label for label in labels], dtype=object)
+    known = np.array([label is not None for label in labels])
+    products, counts = np.unique(names[known].astype(str), return_counts=True)
+    eligible = products[counts >= 2]
+    if len(eligible) < 2:
+        raise LookalikeError(
+            f"training an embedding needs 2+ products with 2+ images each; found {len(eligible)} "
+            "(product ids: head.label = category or item, or pass items=...)"
+        )
+    n_held = round(fraction * len(eligible))
+    if fraction > 0 and (n_held < 2 or len(eligible) - n_held < 2):
+        n_held = 0  # too few products to hold some out: no validation
+    held = set(np.random.default_rng(seed).permutation(eligible)[:n_held].tolist())
+    held_mask = np.array([label in held for label in labels])
+    return known & ~held_mask, held_mask
+
+
+# -- fitting and reporting
+
+
+def _split(labels: list[str | None], settings: HeadSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Training and held-out masks; PCA whitening needs no products and learns from every image."""
+    if settings.kind != "pca":
+        return split_products(labels, settings.validation_fraction, settings.seed)
+    try:
+        _, held = split_products(labels, settings.validation_fraction, settings.seed)
+    except LookalikeError:
+        held = np.zeros(len(labels), dtype=bool)
+    return ~held, held
+
+
+def held_out_report(vectors: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """mAP and Recall@k when each held-out image queries the other held-out images."""
+    from lookalike.evaluate.metrics import retrieval_report
+
+    scores = vectors @ vectors.T
+    np.fill_diagonal(scores, -np.inf)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :-1]
+    relevances = list(labels[order] == labels[:, None])
+    report = retrieval_report(relevances, ks=EVAL_KS)
+    return {"map": report.map, **{f"recall@{k}": report.recall_at_k[k] for k in EVAL_KS}}
+
+
+def fit_transform(
+    raw: np.ndarray,
+    labels: list[str | None],
+    settings: HeadSettings,
+    progress: EpochCallback | None = None,
+) -> tuple[VectorTransform, dict[str, Any]]:
+    """A transform fitted on the training products, and the facts of the report."""
+    train, held = _split(labels, settings)
+    names = np.array([label or "" for label in labels])
+    transform = create_transform(settings.kind, settings)
+    validation = (raw[held], names[held]) if held.any() else None
+    if settings.kind in ("linear", "mlp"):
+        transform.fit(raw[train], names[train], validation=validation, progress=progress)
+    else:
+        transform.fit(raw[train], names[train])
+    facts: dict[str, Any] = {
+        "n_train_images": int(train.sum()),
+        "n_train_products": len(set(names[train])),
+        "n_validation_images": int(held.sum()),
+        "n_validation_products": len(set(names[held])),
+        "before": held_out_report(l2_normalize(raw[held]), names[held]) if held.any() else None,
+        "after": held_out_report(transform.transform(raw[held]), names[held]) if held.any() else None,
+        "history": getattr(transform, "history_", {}),
+        "best_epoch": getattr(transform, "best_epoch_", None),
+    }
+    return transform, facts
+
+
+# -- writing the index
+
+
+def rewrite_vectors(
+    store: Any, ids: np.ndarray, vectors: np.ndarray, raw: np.ndarray | None, meta: dict[str, Any]
+) -> None:
+    """One transaction: new vectors, the raw blobs (kept with a transform, dropped without) and meta."""
+    with store.transaction() as db:
+        updates = [(_bytes(vector), int(i)) for i, vector in zip(ids, vectors, strict=True)]
+        db.executemany("UPDATE items SET vector = ? WHERE id = ?", updates)
+        if raw is None:
+            db.execute("DELETE FROM blobs WHERE name = ?", (RAW_BLOB,))
+        else:
+            db.executemany(
+                "INSERT OR REPLACE INTO blobs (item_id, name, data) VALUES (?, ?, ?)",
+                [(int(i), RAW_BLOB, _bytes(r)) for i, r in zip(ids, raw, strict=True)],
+            )
+        for key, value in meta.items():
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+
+
+def _bytes(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+
+
+def install_head(index: Path, transform: VectorTransform | None, extra: dict[str, Any] | None = None) -> None:
+    """Replace `<index>/head/` with the transform's files (or remove it), through a staging folder."""
+    target, staging = index / HEAD_DIR, index / (HEAD_DIR + ".new")
+    if staging.exists():
+        shutil.rmtree(staging)
+    if transform is not None:
+        save_transform(transform, staging, extra=extra)
+    if target.exists():
+        shutil.rmtree(target)
+    if transform is not None:
+        staging.replace(target)
+
+
+def load_index_transform(index: Path) -> VectorTransform | None:
+    """The transform in `<index>/head/`, or None when the index has none."""
+    folder = index / HEAD_DIR
+    return load_transform(folder) if folder.exists() else None
+
+
+def base_fingerprint(fingerprint: str) -> str:
+    """The embedder (and localiser) part of an index fingerprint, without the head."""
+    return fingerprint.split(HEAD_MARK)[0]
+
+
+def with_head(fingerprint: str, transform: VectorTransform | None) -> str:
+    return fingerprint if transform is None else f"{fingerprint}{HEAD_MARK}{transform.kind}:{transform.fingerprint()}"
+
+
+def mismatch_message(index: Path, stored: str, current: str) -> str:
+    """Why the index's vectors and today's models do not mix, and what to do about it."""
+    if base_fingerprint(stored) == base_fingerprint(current):
+        made = stored.partition(HEAD_MARK)[2] or "no head"
+        here = current.partition(HEAD_MARK)[2] or "no head"
+        return (
+            f"{index}: its vectors were made with the embedding head {made}, but {index / HEAD_DIR} holds {here}; "
+            "vectors of different heads cannot be compared: run `lookalike train-embedding` again "
+            "(or restore the head folder that built the index)"
+        )
+    return (
+        f"{index}: built with embedder {stored!r} but the installed model is {current!r}; "
+        "its vectors cannot be compared: rebuild the index (CLI: --rebuild)"
+    )
+
+
+def report_from(transform: VectorTransform, facts: dict[str, Any], n_images: int, seconds: float) -> EmbeddingReport:
+    return EmbeddingReport(
+        kind=transform.kind,
+        fingerprint=transform.fingerprint(),
+        dim=int(transform.dim_),  # type: ignore[attr-defined]
+        n_images=n_images,
+        seconds=seconds,
+        **facts,
+    )
+
+
+def head_meta(report: EmbeddingReport) -> dict[str, Any]:
+    """What the index's meta "head" records: the transform and its held-out figures."""
+    return {
+        "kind": report.kind,
+        "fingerprint": report.fingerprint,
+        "dim": report.dim,
+        "trained_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "before": report.before,
+        "after": report.after,
+        "best_epoch": report.best_epoch,
+    }

@@ -1,0 +1,53 @@
+"""Building the partitioned vector index from the SQLite store, and what the engine asks of it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lookalike.index.base import create_index
+from lookalike.index.partitioned import PartitionedIndex
+from lookalike.index.store import MetadataStore
+from lookalike.settings import IndexSettings
+
+
+def build_from_store(store: MetadataStore, settings: IndexSettings, dim: int) -> PartitionedIndex:
+    """Every stored vector in a new `PartitionedIndex`.
+
+    Each partition is told its final size before the first vector arrives, so an approximate kind
+    picks its tunables for that size and trains on a sample of up to `train_size` vectors.
+    """
+    index = PartitionedIndex(settings, dim)
+    sizes: dict[str, int] = {}
+    for category, count in store.category_counts().items():
+        key = index.key(category)
+        sizes[key] = sizes.get(key, 0) + count
+    for key, size in sizes.items():
+        partition = create_index(settings.kind, dim, settings)
+        if hasattr(partition, "expect"):
+            partition.expect(size)
+        index.partitions[key] = partition
+    for ids, vectors, categories in store.vectors(dim):
+        index.add(ids, vectors, categories)
+    return index
+
+
+def describe_partitions(index: PartitionedIndex) -> dict[str, dict[str, Any]]:
+    """Per partition: kind, vectors, state (exact or approximate, and why), tunables, tombstones."""
+    return {key: describe(partition) for key, partition in sorted(index.partitions.items())}
+
+
+def describe(partition: Any) -> dict[str, Any]:
+    if hasattr(partition, "describe"):
+        return dict(partition.describe())
+    return {"kind": partition.kind, "vectors": len(partition), "state": "exact"}
+
+
+def search_plan(index: PartitionedIndex, keys: list[str] | None = None) -> tuple[bool, bool]:
+    """(approximate, quantized) over the partitions a search visits (all when keys is None).
+
+    approximate: fetch a longer shortlist; quantized: re-compute its scores from the full vectors.
+    """
+    partitions = index.partitions.values() if keys is None else [index.partitions.get(k) for k in keys]
+    visited = [p for p in partitions if p is not None]
+    approximate = any(getattr(p, "approximate", False) for p in visited)
+    return approximate, any(getattr(p, "quantized", False) for p in visited)

@@ -1,0 +1,106 @@
+"""What every request shares: the engine, the server's settings, the query cache and the write lock.
+
+Searches run concurrently (the engine guards its index with a readers-writer lock; torch in
+inference mode and onnxruntime sessions may be called from several threads). Additions and removals
+go through `writing`, one at a time, so two uploads never race for the same file or row; the engine
+blocks searches only while it commits, not while it embeds.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, Request
+from PIL import Image
+
+from lookalike.errors import LookalikeError
+from lookalike.server.config import ServerSettings
+from lookalike.server.errors import ApiError, not_found
+from lookalike.server.queries import QueryCache
+from lookalike.server.uploads import UPLOADS_DIR
+
+THUMBNAILS_DIR = "thumbnails"
+log = logging.getLogger("lookalike.server")
+
+
+@dataclass
+class ServerContext:
+    engine: Any  # lookalike.pipeline.Engine
+    settings: ServerSettings
+    queries: QueryCache
+    rerank_switchable: bool
+    gating_switchable: bool
+    _write_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def create(cls, engine: Any, settings: ServerSettings) -> ServerContext:
+        def takes(option: str) -> bool:
+            return all(option in inspect.signature(f).parameters for f in (engine.search, engine.search_by_id))
+
+        return cls(engine, settings, QueryCache(settings.query_cache_size), takes("rerank"), takes("gating"))
+
+    @property
+    def uploads_dir(self) -> Path:
+        return Path(self.engine.path) / UPLOADS_DIR
+
+    @property
+    def thumbnails_dir(self) -> Path:
+        return Path(self.engine.path) / THUMBNAILS_DIR
+
+    @property
+    def localization(self) -> bool:
+        return bool(self.engine.settings.localize.enabled)
+
+    @property
+    def rerankers(self) -> list[str]:
+        return list(self.engine.settings.rerank.chain)
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Serialises additions and removals (searches go on meanwhile)."""
+        with self._write_lock:
+            yield
+
+    def item_or_404(self, item_id: int) -> Any:
+        item = self.engine.store.get(item_id)
+        if item is None:
+            raise not_found(f"no catalogue image with id {item_id}")
+        return item
+
+    def check_k(self, k: int) -> None:
+        if not 1 <= k <= self.settings.max_k:
+            raise ApiError(422, "invalid_request", f"k must be between 1 and {self.settings.max_k}, got {k}")
+
+    def search_options(self, rerank: bool, gating: bool | None) -> dict[str, Any]:
+        """Keyword arguments for `Engine.search`: `rerank` and `gating` only where the engine takes them."""
+        options: dict[str, Any] = {}
+        if self.rerank_switchable:
+            options["rerank"] = rerank
+        elif not rerank and self.rerankers:
+            raise ApiError(422, "invalid_request", "this engine cannot turn its re-ranking chain off (rerank=false)")
+        if gating is not None and self.gating_switchable:
+            options["gating"] = gating
+        elif gating is not None:
+            raise ApiError(422, "invalid_request", "this engine has no classifier gating to switch (gating)")
+        return options
+
+    def warm_up(self) -> None:
+        """Load the models and the vector index now, once, rather than in the first searches at once."""
+        try:
+            self.engine.search(Image.new("RGB", (64, 64), "white"), k=1, name="<warm-up>")
+        except LookalikeError as exc:
+            log.warning("warm-up search failed: %s", exc)
+
+
+def get_context(request: Request) -> ServerContext:
+    return request.app.state.context
+
+
+ContextDep = Depends(get_context)

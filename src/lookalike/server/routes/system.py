@@ -1,0 +1,47 @@
+"""Health and status: is the server up, what does the index hold, what are the limits."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from lookalike import __version__
+from lookalike.server.respond import jsonable
+from lookalike.server.routes.common import Context
+from lookalike.server.schemas import CategoryOut, HealthOut, ServerInfo, StatusOut
+
+router = APIRouter(prefix="/api", tags=["status"])
+
+
+@router.get("/health", response_model=HealthOut)
+def health(context: Context) -> HealthOut:
+    """Cheap liveness check: the index answers."""
+    return HealthOut(images=len(context.engine), version=__version__)
+
+
+@router.get("/status", response_model=StatusOut)
+def status(context: Context) -> StatusOut:
+    """The index (counts, models, settings), the classifier's status when present, the server's limits."""
+    info = jsonable(context.engine.info())
+    settings = context.settings
+    server = ServerInfo(
+        max_upload_bytes=settings.max_upload_bytes,
+        max_files_per_add=settings.max_files_per_add,
+        max_k=settings.max_k,
+        default_k=settings.default_k,
+        thumbnail_size=settings.thumbnail_size,
+        localization=context.localization,
+        rerankers=context.rerankers,
+        rerank_switchable=context.rerank_switchable,
+        gating_switchable=context.gating_switchable,
+        queries_cached=len(context.queries),
+        query_cache_size=context.queries.capacity,
+    )
+    classifier = info.get("classifier")
+    return StatusOut(index=info, classifier=classifier if isinstance(classifier, dict) else None, server=server)
+
+
+@router.get("/categories", response_model=list[CategoryOut])
+def categories(context: Context) -> list[CategoryOut]:
+    """Each category with its number of images (uncategorised images under null)."""
+    counts = context.engine.store.category_counts()
+    return [CategoryOut(name=name, count=count) for name, count in sorted(counts.items(), key=lambda c: c[0] or "")]

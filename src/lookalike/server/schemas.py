@@ -1,0 +1,152 @@
+"""The JSON the API answers with (pydantic models, shown in the OpenAPI docs at /docs)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ErrorDetail(BaseModel):
+    type: str = Field(examples=["invalid_image"])
+    message: str = Field(examples=["upload 'notes.txt': not an image Pillow can read (expected JPEG, PNG, ...)"])
+
+
+class ErrorOut(BaseModel):
+    """Every error: a type to branch on and a message for people."""
+
+    error: ErrorDetail
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"] = "ok"
+    images: int
+    version: str
+
+
+class ServerInfo(BaseModel):
+    max_upload_bytes: int
+    max_files_per_add: int
+    max_k: int
+    default_k: int
+    thumbnail_size: int
+    localization: bool  # whether searches cut the object out (cut-outs, masks, silhouettes)
+    rerankers: list[str]  # the engine's re-ranking chain, in order
+    rerank_switchable: bool  # whether a search can turn the chain off (`rerank=false`)
+    gating_switchable: bool  # whether a search can turn classifier gating off (`gating=false`)
+    queries_cached: int
+    query_cache_size: int
+
+
+class StatusOut(BaseModel):
+    """The index (`Engine.info()`), the classifier when the index has one, and the server's limits."""
+
+    index: dict[str, Any]
+    classifier: dict[str, Any] | None = None
+    server: ServerInfo
+
+
+class CategoryOut(BaseModel):
+    name: str | None
+    count: int
+
+
+class ItemOut(BaseModel):
+    """One catalogue image; files are reached through the URLs only (by id, never by path)."""
+
+    id: int
+    name: str
+    category: str | None
+    added_at: float
+    image_url: str
+    thumbnail_url: str
+    silhouette_url: str | None = None
+
+
+class ItemPage(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    category: str | None
+    items: list[ItemOut]
+
+
+class LocalizationOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    found: bool
+    reason: str | None = None
+    box: list[int] = Field(description="left, top, right, bottom in the photo's pixels")
+    object_fraction: float
+
+
+class CategoryProbability(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    category: str | None = None
+    probability: float | None = None
+
+
+class ClassificationOut(BaseModel):
+    """The classifier's prediction and whether it narrowed the search ("gated") to some categories."""
+
+    model_config = ConfigDict(extra="allow")
+
+    category: str | None = None
+    probability: float | None = None
+    margin: float | None = Field(None, description="lead of the first category's probability over the second's")
+    top: list[CategoryProbability] = Field(default_factory=list)
+    gated: bool | None = None
+    reason: str | None = None
+
+
+class HitOut(BaseModel):
+    rank: int
+    id: int
+    name: str
+    category: str | None
+    score: float
+    scores: dict[str, float] = Field(description="the score's parts: vector similarity, silhouette IoU, ...")
+    image_url: str
+    thumbnail_url: str
+    silhouette_url: str | None = None
+    overlay_url: str | None = Field(None, description="the query's silhouette over this image's (PNG)")
+
+
+class SearchOut(BaseModel):
+    query_id: str = Field(description="names this query's cut-out, mask and silhouette for a while")
+    query: str
+    k: int
+    category: str | None
+    rerank: bool
+    gating: bool | None
+    hits: list[HitOut]
+    searched_categories: list[str] | None
+    timings_ms: dict[str, float]
+    localization: LocalizationOut | None = None
+    classification: ClassificationOut | None = None
+    cutout_url: str | None = None
+    mask_url: str | None = None
+    silhouette_url: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict, description="anything else the engine reported")
+
+
+class AddedItem(BaseModel):
+    id: int
+    name: str
+    category: str | None
+    status: Literal["added", "updated", "unchanged"]
+
+
+class FailedUpload(BaseModel):
+    name: str
+    reason: str
+
+
+class AddOut(BaseModel):
+    items: list[AddedItem]
+    failed: list[FailedUpload] = Field(default_factory=list)
+
+
+class RemoveOut(BaseModel):
+    removed: list[int]
