@@ -12,9 +12,12 @@ same fine class (product).
 eth80-dev: transforms learn from instances 1-3 (product = object instance; heads hold out 20% of
 those objects for early stopping); cross-view instance retrieval on instances 4-5.
 
-Backbone vectors come from `benchmarks/cache` (efficientnet-lite0, 224 px, GeM p=3 by default).
-Prints tables and writes benchmarks/results/head.json.
-Usage: python benchmarks/head.py [--model efficientnet-lite2 --input-size 260] [--only grocery|heldout|eth80]
+Backbone vectors come from `benchmarks/cache` (efficientnet-lite0, 224 px, GeM p=3 by default),
+shared with benchmarks/classify.py, whose feature variants `--variant` reuses: "flip" (mean of the
+image's and its mirror's vectors), "crop" (whole image and central 80% concatenated), "lite2"
+(efficientnet-lite2 at 260 px), "size320" (lite0 at 320 px); eth80 runs for plain and lite2.
+Prints tables and writes benchmarks/results/head.json (head-<variant>.json for a variant).
+Usage: python benchmarks/head.py [--variant flip|crop|lite2|size320] [--only grocery|eth80] [--set key=value]
 """
 
 from __future__ import annotations
@@ -57,8 +60,10 @@ def transforms(base: Any) -> list[tuple[str, Any]]:
         ("pca whitening", replace(base, kind="pca", dim=256)),
         ("supervised whitening (Lw)", replace(base, kind="supervised", dim=512)),
         ("supervised whitening (Lw)", replace(base, kind="supervised", dim=256)),
-        ("linear head", replace(base, kind="linear", dim=512)),
-        ("mlp head", replace(base, kind="mlp", dim=512)),
+        ("supervised whitening (Lw)", replace(base, kind="supervised", dim=128)),
+        ("linear head, Lw start", replace(base, kind="linear", dim=256)),
+        ("linear head, random start", replace(base, kind="linear", dim=256, init="random")),
+        ("mlp head, Lw start", replace(base, kind="mlp", dim=256)),
     ]
 
 
@@ -110,14 +115,12 @@ def _line(row: dict[str, Any]) -> str:
     return "  ".join(f"{c} {row[c]:.3f}" if isinstance(row.get(c), float) else f"{c} {row.get(c)}" for c in COLUMNS)
 
 
-def grocery(root: Any, embed_settings: Any, base: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    from lookalike.evaluate.datasets import grocery_store_entries
+def grocery(root: Any, variant: str, base: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    from classify import GroceryFeatures  # the feature variants of benchmarks/classify.py, same cache
 
-    vectors, labels = {}, {}
-    for split in ("train", "val", "test"):
-        entries = grocery_store_entries(root, split)
-        vectors[split] = embed(entries, embed_settings, f"grocery {split}")
-        labels[split] = np.array([e.item for e in entries])
+    features = GroceryFeatures(root, variant)
+    vectors = features.vectors
+    labels = {split: features.labels(split, "fine") for split in ("train", "val", "test")}
     evaluation = (vectors["test"], labels["test"], vectors["train"], labels["train"])
     closed = run_all(
         base,
@@ -161,8 +164,7 @@ def eth80_dev(root: Any, embed_settings: Any, base: Any) -> list[dict[str, Any]]
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default="efficientnet-lite0")
-    parser.add_argument("--input-size", type=int, default=224)
+    parser.add_argument("--variant", choices=["plain", "flip", "crop", "lite2", "size320"], default="plain")
     parser.add_argument("--only", choices=["grocery", "eth80"], default=None)
     parser.add_argument("--set", action="append", default=[], help="head setting, e.g. --set sos_weight=0.5")
     args = parser.parse_args()
@@ -171,16 +173,16 @@ def main() -> None:
 
     from lookalike.settings import EmbedSettings, HeadSettings
 
-    embed_settings = EmbedSettings(model=args.model, input_size=args.input_size)
     base = replace(HeadSettings(), **{k: json.loads(v) for k, v in (a.split("=", 1) for a in args.set)})
-    results: dict[str, Any] = {"backbone": embed_settings.__dict__, "head_defaults": base.__dict__}
+    results: dict[str, Any] = {"variant": args.variant, "head_defaults": base.__dict__}
     if args.only in (None, "grocery"):
         results["grocery_closed_set"], results["grocery_held_out_products"] = grocery(
-            require("grocery-store"), embed_settings, base
+            require("grocery-store"), args.variant, base
         )
-    if args.only in (None, "eth80"):
-        results["eth80"] = eth80_dev(require("eth80-dev"), embed_settings, base)
-    name = "head" if args.model == "efficientnet-lite0" and args.input_size == 224 else f"head-{args.model}"
+    if args.only in (None, "eth80") and args.variant in ("plain", "lite2"):
+        lite2 = EmbedSettings(model="efficientnet-lite2", input_size=260)
+        results["eth80"] = eth80_dev(require("eth80-dev"), lite2 if args.variant == "lite2" else EmbedSettings(), base)
+    name = "head" if args.variant == "plain" else f"head-{args.variant}"
     print(f"\nsaved {save(name, results)}")
 
 

@@ -30,7 +30,7 @@ def main() -> None:
         step = max(1, len(dataset.queries) // args.limit)
         dataset = replace(dataset, queries=dataset.queries[::step][: args.limit])
     with tempfile.TemporaryDirectory() as work:
-        [result] = evaluate(dataset, [Config("default")], work, latency_queries=200, progress=progress_printer())
+        [result] = evaluate(dataset, [Config("default")], work, latency_queries=100, progress=progress_printer())
     retrieval = result.retrieval
     row = {
         "config": result.name,
@@ -44,7 +44,7 @@ def main() -> None:
     print("\ngrocery-store photo->photo (queries = test, gallery = train, relevant = same product)")
     print(table([row], list(row)))
     latency_rows = [{"stage": stage, **summary} for stage, summary in result.latency_ms.items()]
-    print("\nquery latency per stage (ms), 200 queries at k=10")
+    print("\nquery latency per stage (ms), 100 queries at k=10")
     print(table(latency_rows, ["stage", "p50_ms", "p95_ms", "mean_ms", "n"]))
     path = save("retrieval", {"protocol": "grocery-store photo2photo, fine labels", "results": [result.summary()]})
     print(f"\nsaved {path}")

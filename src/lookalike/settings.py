@@ -223,8 +223,8 @@ class HeadSettings:
     it from the index's own images; these values are that training's defaults.
     """
 
-    kind: str = "linear"  # "pca" (unsupervised), "supervised" (Radenovic Lw), "linear" / "mlp" (trained heads)
-    dim: int = 512  # output dimension; 0 = the input's
+    kind: str = "supervised"  # "supervised" (Radenovic's Lw), "pca" (no labels), "linear" / "mlp" (trained heads)
+    dim: int = 256  # output dimension; 0 = the input's
     shrinkage: float = 0.1  # covariance shrinkage towards a scaled identity (whitening; the heads' start)
     label: Literal["category", "item"] = "category"  # product id of an index's image: its category or its item
     init: Literal["supervised", "pca", "random"] = "supervised"  # the heads' starting projection

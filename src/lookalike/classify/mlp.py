@@ -144,7 +144,11 @@ def _train(
         net = _network(x.shape[1], s.hidden, s.dropout, n_classes)
         optimizer = torch.optim.SGD(net.parameters(), lr=s.learning_rate, momentum=s.momentum, nesterov=s.momentum > 0)
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, factor=s.plateau_factor, patience=s.plateau_patience
+            optimizer,
+            factor=s.plateau_factor,
+            patience=s.plateau_patience,
+            threshold=MIN_IMPROVEMENT,  # the same notion of "no improvement" as early stopping
+            threshold_mode="abs",
         )
         data = (torch.from_numpy(x), torch.from_numpy(y.astype(np.int64)))
         held = (torch.from_numpy(val_x), torch.from_numpy(val_y.astype(np.int64)))
