@@ -9,6 +9,7 @@ Usage: python benchmarks/retrieval_features.py
 from __future__ import annotations
 
 import numpy as np
+
 from _common import ROOT, progress_printer, require, save, table
 
 
@@ -20,8 +21,12 @@ def main() -> None:
 
     dataset = grocery_store(root, protocol="photo2photo", label="fine")
     cache = ROOT / "benchmarks" / "cache"
-    gallery = embed_entries(list(dataset.gallery), cache_dir=cache, progress=lambda d, t: progress_printer()("gallery", d, t))
-    queries = embed_entries(list(dataset.queries), cache_dir=cache, progress=lambda d, t: progress_printer()("queries", d, t))
+    gallery = embed_entries(
+        list(dataset.gallery), cache_dir=cache, progress=lambda d, t: progress_printer()("gallery", d, t)
+    )
+    queries = embed_entries(
+        list(dataset.queries), cache_dir=cache, progress=lambda d, t: progress_printer()("queries", d, t)
+    )
     gallery_labels = np.array(dataset.gallery_labels())
     order = np.argsort(-(queries @ gallery.T), axis=1, kind="stable")
     relevances = [gallery_labels[row] == label for row, label in zip(order, dataset.query_labels(), strict=True)]
@@ -36,7 +41,9 @@ def main() -> None:
     }
     print("grocery-store photo->photo, all queries, EfficientNet-Lite0 + GeM(3), 224 px, exact search")
     print(table([row], list(row)))
-    path = save("retrieval_features", {"protocol": "grocery-store photo2photo, fine labels", "report": report.as_dict()})
+    path = save(
+        "retrieval_features", {"protocol": "grocery-store photo2photo, fine labels", "report": report.as_dict()}
+    )
     print(f"saved {path}")
 
 
