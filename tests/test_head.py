@@ -199,7 +199,7 @@ def test_engine_trains_a_head_and_queries_use_it(built_index: Path, tmp_path: Pa
         raw_before = engine.store.vectors_of([1], 1280)[1].copy()
         epochs: list[int] = []
         report = engine.train_embedding(settings, items=_products(engine), progress=lambda e, n, v: epochs.append(e))
-        assert report.dim == 32 and report.n_images == 60 and epochs[0] == 1
+        assert report.dim == 32 and report.n_images == 60 and epochs[0] == 1 and report.refit
         assert report.n_validation_products >= 2 and set(report.before) == {"map", "recall@1", "recall@5", "recall@10"}
         assert engine.info()["dim"] == 32 and engine.info()["head"]["fingerprint"] == report.fingerprint
         hits = engine.search(sample_queries[0], k=3)

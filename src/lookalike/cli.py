@@ -396,9 +396,10 @@ def train_embedding(
     _print_embedding_report(report)
 
 
-def _epoch_printer() -> Callable[[int, int, dict[str, float]], None]:
-    def show(epoch: int, epochs: int, values: dict[str, float]) -> None:
-        errors.print(f"epoch {epoch}/{epochs}: loss {values['loss']:.4f}, validation mAP {values['val_map']:.4f}")
+def _epoch_printer() -> Callable[[int, int, dict[str, Any]], None]:
+    def show(epoch: int, epochs: int, values: dict[str, Any]) -> None:
+        val_map = "-" if values["val_map"] is None else f"{values['val_map']:.4f}"
+        errors.print(f"epoch {epoch}/{epochs}: loss {values['loss']:.4f}, validation mAP {val_map}")
 
     return show
 
@@ -416,9 +417,10 @@ def _print_embedding_report(report: Any) -> None:
     else:
         errors.print("no products held out (too few): no before/after figures; pass --set head.validation_fraction")
     best = f", best epoch {report.best_epoch}" if report.best_epoch is not None else ""
+    refit = ", then again on every product" if report.refit else ""
     console.print(
         f"trained a {report.kind} transform ({report.dim}-d, fingerprint {report.fingerprint}) on "
-        f"{report.n_train_images} images of {report.n_train_products} products{best}; "
+        f"{report.n_train_images} images of {report.n_train_products} products{best}{refit}; "
         f"re-embedded {report.n_images} images in {report.seconds:.1f} s"
     )
 

@@ -387,7 +387,7 @@ class Engine:
         settings: HeadSettings | None = None,
         *,
         items: Mapping[str | int, str] | None = None,
-        progress: Callable[[int, int, dict[str, float]], None] | None = None,
+        progress: Callable[[int, int, dict[str, Any]], None] | None = None,
     ) -> Any:
         """Learn whitening or a projection head from this index's own products, then re-embed it.
 

@@ -242,6 +242,7 @@ class HeadSettings:
     max_epochs: int = 40
     early_stopping_patience: int = 8  # epochs without a better validation mAP before training stops
     validation_fraction: float = 0.2  # of the products, held out (seeded) for the validation curve
+    refit: bool = True  # then fit again on every product (a head: for its best epoch count)
     seed: int = 0
 
     def validate(self) -> None:

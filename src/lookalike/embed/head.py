@@ -33,7 +33,7 @@ from lookalike.embed.whitening import pca_whitening, supervised_whitening
 from lookalike.errors import LookalikeError
 from lookalike.settings import HeadSettings
 
-EpochCallback = Callable[[int, int, dict[str, float]], None]  # (epoch, max epochs, {"loss", "val_map"})
+EpochCallback = Callable[[int, int, dict[str, Any]], None]  # (epoch, max epochs, {"loss", "val_map" or None})
 
 
 def leave_one_out_map(vectors: np.ndarray, labels: ArrayLike) -> float:
@@ -73,7 +73,7 @@ def initial_projection(X: np.ndarray, labels: np.ndarray, settings: HeadSettings
 @dataclass
 class _Trained:
     arrays: dict[str, np.ndarray]
-    history: dict[str, list[float]] = field(default_factory=dict)
+    history: dict[str, list[float | None]] = field(default_factory=dict)
     best_epoch: int = 0
 
 
@@ -91,17 +91,20 @@ class _HeadBase(FittedTransform):
         *,
         validation: tuple[ArrayLike, ArrayLike] | None = None,
         progress: EpochCallback | None = None,
+        epochs: int | None = None,
         **options: Any,
     ) -> _HeadBase:
         """Train on vectors X with product ids y; `validation` = (X_val, y_val) of held-out images.
 
-        Without validation the training loss decides the best epoch and when to stop.
+        Without validation the training loss decides the best epoch and when to stop. `epochs`
+        overrides `settings.max_epochs` (0 = keep the starting projection).
         """
         vectors, labels = check_training_vectors(X, y, needs_labels=True, kind=self.kind)
         val = _validation_arrays(validation, vectors.shape[1])
         dim = output_dim(self.settings, vectors.shape[1])
         mean, start = initial_projection(vectors, labels, self.settings, dim)
-        trained = _train(vectors, labels, val, (mean, start), self.settings, self.residual, progress)
+        epochs = self.settings.max_epochs if epochs is None else epochs
+        trained = _train(vectors, labels, val, (mean, start), self.settings, (self.residual, epochs), progress)
         self.mean_ = mean
         self.arrays_ = trained.arrays
         self.history_ = trained.history
@@ -223,7 +226,7 @@ def _train(
     validation: tuple[np.ndarray, np.ndarray] | None,
     start: tuple[np.ndarray, np.ndarray],
     settings: HeadSettings,
-    residual: bool,
+    shape: tuple[bool, int],
     progress: EpochCallback | None,
 ) -> _Trained:
     import torch
@@ -231,7 +234,7 @@ def _train(
     previous = torch.get_num_threads()
     torch.set_num_threads(1)  # small tensors: a thread pool costs more than it saves; restored below
     try:
-        return _train_loop(X, labels, validation, start, settings, residual, progress)
+        return _train_loop(X, labels, validation, start, settings, shape, progress)
     finally:
         torch.set_num_threads(previous)
 
@@ -242,31 +245,31 @@ def _train_loop(
     validation: tuple[np.ndarray, np.ndarray] | None,
     start: tuple[np.ndarray, np.ndarray],
     settings: HeadSettings,
-    residual: bool,
+    shape: tuple[bool, int],
     progress: EpochCallback | None,
 ) -> _Trained:
     import torch
 
+    residual, epochs = shape  # a residual branch or not; the most epochs
     codes = np.unique(labels, return_inverse=True)[1]
     groups = _product_groups(codes)
     inputs = torch.from_numpy(X - start[0])
     head = _module(start, residual, settings.hidden, settings.seed)
     optimizer = torch.optim.Adam(head.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     rng = np.random.default_rng(settings.seed)
-    history: dict[str, list[float]] = {"loss": [], "val_map": []}
+    start_map = _validation_map(head, validation, start[0])
+    history: dict[str, list[float | None]] = {"loss": [None], "val_map": [start_map]}  # epoch 0: the start
     best = _Trained(head.arrays(), history, 0)
-    best_score = _validation_map(head, validation, start[0]) if validation is not None else -np.inf
-    history["loss"].append(float("nan"))
-    history["val_map"].append(best_score if validation is not None else float("nan"))
+    best_score = -np.inf if start_map is None else start_map
     stale = 0
-    for epoch in range(1, settings.max_epochs + 1):
+    for epoch in range(1, epochs + 1):
         loss = _epoch(head, optimizer, inputs, codes, groups, settings, rng)
-        val_map = _validation_map(head, validation, start[0]) if validation is not None else float("nan")
+        val_map = _validation_map(head, validation, start[0])
         history["loss"].append(loss)
         history["val_map"].append(val_map)
         if progress:
-            progress(epoch, settings.max_epochs, {"loss": loss, "val_map": val_map})
-        score = val_map if validation is not None else -loss
+            progress(epoch, epochs, {"loss": loss, "val_map": val_map})
+        score = -loss if val_map is None else val_map
         if score > best_score + 1e-6:
             best_score, best.arrays, best.best_epoch, stale = score, head.arrays(), epoch, 0
         else:
@@ -302,11 +305,11 @@ def _epoch(
     return float(np.mean(losses))
 
 
-def _validation_map(head: Any, validation: tuple[np.ndarray, np.ndarray] | None, mean: np.ndarray) -> float:
+def _validation_map(head: Any, validation: tuple[np.ndarray, np.ndarray] | None, mean: np.ndarray) -> float | None:
     import torch
 
     if validation is None:
-        return float("nan")
+        return None
     head.eval()
     with torch.no_grad():
         vectors = head(torch.from_numpy(validation[0] - mean)).numpy()

@@ -40,7 +40,7 @@ HEAD_MARK = "||head="
 RAW_BLOB = "raw"
 EVAL_KS = (1, 5, 10)
 
-EpochCallback = Callable[[int, int, dict[str, float]], None]
+EpochCallback = Callable[[int, int, dict[str, Any]], None]
 
 
 @dataclass
@@ -57,8 +57,9 @@ class EmbeddingReport:
     n_validation_products: int
     before: dict[str, float] | None  # leave-one-out retrieval among held-out products, raw vectors
     after: dict[str, float] | None  # the same with the transform
-    history: dict[str, list[float]] = field(default_factory=dict)  # per epoch: loss, val_map (trained heads)
+    history: dict[str, list[float | None]] = field(default_factory=dict)  # per epoch (trained heads)
     best_epoch: int | None = None
+    refit: bool = False  # the kept transform was fitted again on every product after validation
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -153,15 +154,16 @@ def fit_transform(
     settings: HeadSettings,
     progress: EpochCallback | None = None,
 ) -> tuple[VectorTransform, dict[str, Any]]:
-    """A transform fitted on the training products, and the facts of the report."""
+    """The transform and the facts of the report.
+
+    It is first fitted on the training products and measured on the held-out ones; with
+    `settings.refit` (and products held out) it is then fitted again on every product, a trained
+    head for as many epochs as the validation curve chose.
+    """
     train, held = _split(labels, settings)
     names = np.array([label or "" for label in labels])
-    transform = create_transform(settings.kind, settings)
     validation = (raw[held], names[held]) if held.any() else None
-    if settings.kind in ("linear", "mlp"):
-        transform.fit(raw[train], names[train], validation=validation, progress=progress)
-    else:
-        transform.fit(raw[train], names[train])
+    transform = _fit(settings, (raw[train], names[train]), validation, progress)
     facts: dict[str, Any] = {
         "n_train_images": int(train.sum()),
         "n_train_products": len(set(names[train])),
@@ -171,8 +173,25 @@ def fit_transform(
         "after": held_out_report(transform.transform(raw[held]), names[held]) if held.any() else None,
         "history": getattr(transform, "history_", {}),
         "best_epoch": getattr(transform, "best_epoch_", None),
+        "refit": bool(settings.refit and held.any()),
     }
+    if facts["refit"]:
+        everyone = train | held
+        transform = _fit(settings, (raw[everyone], names[everyone]), None, None, epochs=facts["best_epoch"])
     return transform, facts
+
+
+def _fit(
+    settings: HeadSettings,
+    data: tuple[np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray] | None,
+    progress: EpochCallback | None,
+    epochs: int | None = None,
+) -> VectorTransform:
+    transform = create_transform(settings.kind, settings)
+    if settings.kind in ("linear", "mlp"):
+        return transform.fit(*data, validation=validation, progress=progress, epochs=epochs)
+    return transform.fit(*data)
 
 
 # -- writing the index

@@ -44,6 +44,7 @@ from lookalike.index.flat import FlatIndex
 from lookalike.settings import IndexSettings
 
 CHUNK = 65_536  # vectors moved at a time when building or compacting
+OPQ_ITERATIONS, OPQ_TRAIN_POINTS = 10, 16_384  # FAISS's 50 and 65,536 take many minutes at 1280-d on 2 cores
 
 
 class _Stage(Protocol):
@@ -197,9 +198,9 @@ class AnnIndex:
             )
         index = cls(kind, dim, settings)
         index.expected = int(meta.get("expected", 0))
-        mapped = settings.mmap
-        faiss_index = _read(path, mapped)
-        index._source = path if mapped else None
+        flags = _mmap_flags(meta) if settings.mmap else 0
+        faiss_index = _read(path, flags)
+        index._source = path if flags else None
         index._stage = _load_stage(meta, dim, settings, faiss_index, path)
         return index
 
@@ -395,6 +396,9 @@ def _new_faiss(params: AnnParams, dim: int) -> Any:
     for part in (inner, faiss.downcast_index(inner.storage) if hasattr(inner, "storage") else None):
         if hasattr(part, "do_polysemous_training"):
             part.do_polysemous_training = False  # minutes at 1280-d, and unused by our searches
+    if isinstance(index, faiss.IndexPreTransform):
+        opq = faiss.downcast_VectorTransform(index.chain.at(0))
+        opq.niter, opq.max_train_points = OPQ_ITERATIONS, OPQ_TRAIN_POINTS
     return index
 
 
@@ -451,12 +455,25 @@ def _param_facts(params: AnnParams) -> dict[str, Any]:
     return {"faiss": params.factory(), "params": params.to_dict()}
 
 
-def _read(path: Path, mapped: bool) -> Any:
+def _mmap_flags(meta: dict[str, Any]) -> int:
+    """FAISS's memory-mapped, read-only reading for what it can map (0: read into memory).
+
+    Flat codes (the exact start, HNSW storage, PQ codes under HNSW) map with IO_FLAG_MMAP_IFC, IVF
+    inverted lists with IO_FLAG_MMAP (the two cannot be combined); fast-scan lists cannot be mapped.
+    """
     import faiss
 
-    if not mapped:
-        return faiss.read_index(str(path))
-    return faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+    if meta.get("state") == "exact" or meta["params"]["kind"] in GRAPH_KINDS:
+        return faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY
+    if AnnParams.from_dict(meta["params"]).fast_scan:
+        return 0
+    return faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
+
+
+def _read(path: Path, flags: int = 0) -> Any:
+    import faiss
+
+    return faiss.read_index(str(path), flags)
 
 
 def _write(index: Any, path: Path) -> None:
