@@ -23,6 +23,12 @@ from pathlib import Path
 from _common import RESULTS, progress_printer, require, table
 
 DATASETS = {"grocery-photo2photo": "grocery-store", "grocery-photo2catalog": "grocery-store", "eth80": "eth80-dev"}
+# Configurations that cannot run on a data set, and why (printed, and left out of its table).
+NOT_APPLICABLE = {
+    "grocery-photo2catalog": {
+        "whiten": "the gallery holds one catalogue image per product: no matching pairs to learn whitening from",
+    },
+}
 
 
 def main() -> None:
@@ -36,7 +42,10 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for reports and JSON files")
     args = parser.parse_args()
     for name in args.dataset or list(DATASETS):
-        evaluate_one(name, args.config or available_presets(), args)
+        skipped = NOT_APPLICABLE.get(name, {})
+        for config in sorted(set(args.config or available_presets()) & set(skipped)):
+            print(f"{name}: configuration {config!r} left out: {skipped[config]}", flush=True)
+        evaluate_one(name, [c for c in args.config or available_presets() if c not in skipped], args)
 
 
 def evaluate_one(name: str, configs: list[str], args: argparse.Namespace) -> None:

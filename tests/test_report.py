@@ -147,6 +147,16 @@ def test_presets_cover_the_existing_stages() -> None:
     assert create_config("grey").build_key() != create_config("baseline").build_key()
 
 
+def test_every_preset_is_valid_and_rerankers_share_the_index_only_when_they_store_nothing() -> None:
+    configs = {name: create_config(name) for name in available_presets()}  # each validates its settings
+    assert {"qe", "diffusion", "sift", "rerank-all", "whiten"} <= set(configs)
+    baseline = configs["baseline"].build_key()
+    assert configs["qe"].build_key() == baseline and configs["diffusion"].build_key() == baseline
+    assert configs["sift"].build_key() != baseline  # its keypoints are extracted at indexing time
+    assert configs["iou"].build_key() == configs["localize"].build_key()
+    assert configs["whiten"].prepare == ("train_embedding",) and configs["whiten"].settings.head.label == "item"
+
+
 def test_config_file(tmp_path: Path) -> None:
     path = tmp_path / "configs.json"
     path.write_text(json.dumps({"big": {"embed.input_size": 288}, "k": {"search": {"category": "Milk"}}}))

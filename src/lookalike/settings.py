@@ -160,9 +160,7 @@ class RerankSettings:
         alpha = self.diffusion_alpha
         _check(0.0 < alpha < 1.0, f"rerank.diffusion_alpha must be in (0, 1), got {alpha}")
         _check(0.0 < self.sift_ratio < 1.0, f"rerank.sift_ratio must be in (0, 1), got {self.sift_ratio}")
-        _check(
-            self.sift_full_inliers > self.sift_min_inliers, "rerank.sift_full_inliers must exceed sift_min_inliers"
-        )
+        _check(self.sift_full_inliers > self.sift_min_inliers, "rerank.sift_full_inliers must exceed sift_min_inliers")
 
 
 @dataclass(frozen=True)

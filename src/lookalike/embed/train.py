@@ -90,9 +90,7 @@ def raw_vectors(store: Any, stored_dim: int, raw_dim: int, has_transform: bool) 
     return ids, raw
 
 
-def product_labels(
-    store: Any, ids: np.ndarray, label: str, items: Mapping[str | int, str] | None
-) -> list[str | None]:
+def product_labels(store: Any, ids: np.ndarray, label: str, items: Mapping[str | int, str] | None) -> list[str | None]:
     """One product id per image (None = unknown, left out of training)."""
     known = store.get_many(ids.tolist())
     if items is not None:

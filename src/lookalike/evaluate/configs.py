@@ -57,6 +57,18 @@ PRESETS: dict[str, Preset] = {
         prepare=("train_classifier",),
         description="category classifier trained on the gallery; searches only the predicted categories",
     ),
+    "qe": Preset({"rerank.chain": ["qe"]}, description="alpha query expansion re-scores the top"),
+    "diffusion": Preset({"rerank.chain": ["diffusion"]}, description="diffusion over the gallery's kNN graph"),
+    "sift": Preset({"rerank.chain": ["sift"]}, description="SIFT + RANSAC geometric verification of the top"),
+    "rerank-all": Preset(
+        {"localize.enabled": True, "rerank.chain": ["diffusion", "mask_iou", "sift"]},
+        description="localize, then diffusion, silhouette IoU and SIFT verification in turn",
+    ),
+    "whiten": Preset(
+        {"head.label": "item"},
+        prepare=("train_embedding",),
+        description="supervised whitening (Lw, 256-d) learned from the gallery's product ids",
+    ),
 }
 
 

@@ -50,7 +50,16 @@ class Config:
         """Configurations with equal keys can search the same built index."""
         data = self.settings.to_dict()
         built = {section: value for section, value in data.items() if section not in ONLINE_SECTIONS}
-        return json.dumps({"settings": built, "prepare": list(self.prepare)}, sort_keys=True)
+        indexed = _rerankers_with_index_data(self.settings.rerank.chain)
+        return json.dumps({"settings": built, "prepare": list(self.prepare), "indexed": indexed}, sort_keys=True)
+
+
+def _rerankers_with_index_data(chain: Sequence[str]) -> list[str]:
+    """Re-rankers of the chain that store something per image at indexing time (SIFT keypoints):
+    an index built without them would leave them nothing to compare, so they need their own."""
+    from lookalike.rerank.base import RERANKERS
+
+    return sorted({name for name in chain if hasattr(RERANKERS.get(name), "describe")})
 
 
 @dataclass
