@@ -14,7 +14,7 @@
   the best time is the figure to compare with the budget, and the load average is recorded.
 
 Usage: .venv/bin/python benchmarks/segmentation.py [--step 8] [--configs fp32-320,int8-224]
-Writes benchmarks/results/segmentation.json and prints a table.
+Writes benchmarks/results/segmentation.json (`--name` picks another file) and prints a table.
 """
 
 from __future__ import annotations
@@ -186,6 +186,7 @@ def main() -> int:
     parser.add_argument("--configs", default=CONFIGS, help=f"comma-separated precision-size[-tN] (default {CONFIGS})")
     parser.add_argument("--matting", default=MATTING, help=f"configs also measured with matting (default {MATTING})")
     parser.add_argument("--rounds", type=int, default=3, help="timing rounds over 16 images (default 3)")
+    parser.add_argument("--name", default="segmentation", help="results file: benchmarks/results/NAME.json")
     args = parser.parse_args()
     if not DATA.is_dir():
         print(f"skipped: eth80-dev not found at {DATA} (it lives in ../shared/data beside the checkout)")
@@ -219,7 +220,7 @@ def main() -> int:
         "defaults": dataclasses.asdict(LocalizeSettings()),
         "rows": rows,
     }
-    print(f"wrote {save('segmentation', report).relative_to(ROOT)}")
+    print(f"wrote {save(args.name, report).relative_to(ROOT)}")
     return 0
 
 
