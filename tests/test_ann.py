@@ -102,7 +102,8 @@ def test_the_training_threshold_never_goes_below_what_kmeans_needs() -> None:
     assert _ann("ivfpq", min_vectors=10).build_threshold() == 256  # 2^pq_nbits centroids
     assert _ann("ivfpq", min_vectors=10, nlist=512).build_threshold() == 512
     assert _ann("hnsw").build_threshold() == 1000
-    assert _ann("auto", auto_threshold=100).build_threshold() == 39 * 256  # enough to train auto_kind
+    assert _ann("auto", auto_threshold=100, auto_kind="ivfpq").build_threshold() == 39 * 256  # trains auto_kind
+    assert _ann("auto", auto_threshold=5000).build_threshold() == 5001  # default auto_kind hnsw: no training
 
 
 def test_auto_turns_approximate_past_its_threshold() -> None:
