@@ -171,6 +171,27 @@ def test_fast_scan_codes_with_exact_rescoring() -> None:
     assert np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)]) >= 0.8
 
 
+def test_opq_learns_a_rotation_and_keeps_recall(tmp_path: Path) -> None:
+    index = _ann("ivfpq", min_vectors=300, opq=True, pq_m=8)
+    vectors = _unit(2000, 9)
+    index.add(np.arange(2000), vectors)
+    assert index.describe()["faiss"].startswith("OPQ8,IVF")
+    queries = vectors[:20] + 0.05 * _unit(20, 10)
+    truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
+
+    def recall(searched: AnnIndex) -> float:
+        _, shortlist = searched.search(queries, 40)
+        found = [rescore(q, i[i >= 0], dict(enumerate(vectors)), 10)[1] for q, i in zip(queries, shortlist, strict=True)]
+        return float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)]))
+
+    assert recall(index) >= 0.8
+    index.remove(np.arange(10))
+    assert len(index) == 1990
+    index.save(tmp_path / "opq.faiss")
+    reopened = load_index("ivfpq", tmp_path / "opq.faiss", DIM, IndexSettings(kind="ivfpq", opq=True, pq_m=8))
+    assert isinstance(reopened, AnnIndex) and len(reopened) == 1990 and recall(reopened) >= 0.75
+
+
 def test_search_tunables_in_the_settings_apply_to_a_saved_index(tmp_path: Path) -> None:
     index = _ann("ivfpq", min_vectors=300)
     index.add(np.arange(1000), _unit(1000, 9))

@@ -356,7 +356,11 @@ def _print_classification_report(result: Any) -> None:
 def train_embedding(
     index_path: IndexOption,
     kind: Annotated[
-        str | None, typer.Option(help="pca (no labels), supervised (learned whitening), linear or mlp (trained heads).")
+        str | None,
+        typer.Option(
+            help="pca (no labels), supervised (learned whitening), linear or mlp (trained heads), "
+            "finetune (the backbone's last stages trained on the catalogue: slower, most accurate)."
+        ),
     ] = None,
     dim: Annotated[int | None, typer.Option(help="Output dimension; 0 = the backbone's.")] = None,
     label: Annotated[
@@ -365,7 +369,7 @@ def train_embedding(
     items: Annotated[
         Path | None, typer.Option(help="CSV with columns path,item: the product of each image (overrides --label).")
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Most training epochs (trained heads).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Most training epochs (trained heads, finetune).")] = None,
     settings_file: Annotated[Path | None, typer.Option("--settings", help="Settings JSON (its head section).")] = None,
     assign: Annotated[list[str] | None, typer.Option("--set", help="Any head setting: head.sos_weight=0.5")] = None,
     remove: Annotated[bool, typer.Option("--remove", help="Drop the learned transform: back to raw vectors.")] = False,
@@ -381,7 +385,8 @@ def train_embedding(
     from lookalike.io.catalog import read_manifest
     from lookalike.pipeline import Engine
 
-    named = {"head.kind": kind, "head.dim": dim, "head.label": label, "head.max_epochs": epochs}
+    epochs_key = "head.finetune_epochs" if kind == "finetune" else "head.max_epochs"
+    named = {"head.kind": kind, "head.dim": dim, "head.label": label, epochs_key: epochs}
     head = build_settings(settings_file, assign or [], **named).head
     products = {str(e.path.resolve()): e.item for e in read_manifest(items) if e.item} if items else None
     with Engine.open(index_path) as engine:

@@ -378,6 +378,12 @@ class Engine:
         self._category_classifier().save(result)
         return result
 
+    def embed(self, images: Sequence[ImageSource]) -> np.ndarray:
+        """(len(images), dim) vectors of images (paths, encoded bytes or PIL images) exactly as this
+        index stores and searches them: same localisation, backbone and learned embedding."""
+        pictures = [load_image(image) for image in images]
+        return self._embed_for_training(pictures) if pictures else np.zeros((0, self._dim), np.float32)
+
     def _embed_for_training(self, images: list[Image.Image]) -> np.ndarray:
         return np.stack([described.vector for described in self._describe(images, _Timer())])
 
@@ -400,6 +406,8 @@ class Engine:
         from lookalike.embed import train
 
         settings = settings or self.settings.head
+        if settings.kind == "finetune":
+            return self._fine_tune(settings, items, progress)
         started = time.perf_counter()
         ids, raw = train.raw_vectors(self.store, self._dim, self._raw_dim(), self._get_transform() is not None)
         labels = train.product_labels(self.store, ids, settings.label, items)
@@ -409,11 +417,84 @@ class Engine:
         return report
 
     def remove_embedding(self) -> bool:
-        """Drop the learned transform and restore the raw backbone vectors; False when there was none."""
+        """Drop the learned transform or fine-tuned backbone and restore the pretrained backbone's
+        vectors (a fine-tuned one re-embeds every image from its file); False when there was none."""
+        from lookalike.embed.finetune import TUNING_DIR
+
+        if (self.path / TUNING_DIR).exists():
+            self._install_tuning(None, None)
+            return True
         if self._get_transform() is None:
             return False
         self._install_transform(None, None)
         return True
+
+    def _fine_tune(
+        self, settings: HeadSettings, items: Mapping[str | int, str] | None, progress: Callable[..., None] | None
+    ) -> Any:
+        """`train_embedding` with kind "finetune": train the backbone's last stages, then re-embed."""
+        from lookalike.embed import create_embedder, finetune, train
+
+        started = time.perf_counter()
+        ids, paths = self._catalogue_paths()
+        labels = train.product_labels(self.store, ids, settings.label, items)
+        pristine = create_embedder(self.settings.embed)  # fine-tuning always starts from the pretrained weights
+        first = finetune.tail_start(pristine.network(), settings.finetune_stages)
+        maps = finetune.images_maps(pristine, lambda a, b: [load_image(p) for p in paths[a:b]], len(paths), first)
+        tuning, facts = finetune.fit_tuning(pristine, maps, labels, settings, progress)
+        del maps
+        report = train.EmbeddingReport(
+            kind="finetune", fingerprint=tuning.fingerprint(), dim=pristine.dim, n_images=len(ids),
+            **facts,
+        )  # fmt: skip
+        self._install_tuning(tuning, train.head_meta(report))
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _catalogue_paths(self) -> tuple[np.ndarray, list[str]]:
+        chunks = list(self.store.vectors(self._dim))
+        if not chunks:
+            raise LookalikeError("the index holds no images: add the catalogue before training an embedding")
+        ids = np.concatenate([chunk_ids for chunk_ids, _, _ in chunks])
+        known = self.store.get_many(ids.tolist())
+        return ids, [known[int(i)].path for i in ids]
+
+    def _install_tuning(self, tuning: Any, meta: dict[str, Any] | None) -> None:
+        """Re-embed every image from its file with the (fine-tuned or pretrained) backbone, record it.
+
+        Every vector is computed before anything is written: an unreadable image raises an
+        `ImageError` naming it and leaves the index as it was.
+        """
+        from lookalike.embed import create_embedder, finetune, train
+
+        embedder = create_embedder(self.settings.embed)
+        if tuning is not None:
+            embedder.set_tuning(tuning)
+        with self._lock.writing():
+            ids, paths = self._catalogue_paths()
+            previous = (self._embedder, self._transform)
+            self._embedder, self._transform = embedder, False
+            try:
+                vectors = self._embed_files(paths)
+            except Exception:
+                self._embedder, self._transform = previous
+                raise
+            meta_values = {"dim": int(vectors.shape[1]), "embedder": self._fingerprint(), "head": meta}
+            train.rewrite_vectors(self.store, ids, vectors, None, meta_values)
+            train.install_head(self.path, None)
+            finetune.install_tuning(self.path, tuning)
+            self._vectors, self._dim = None, int(vectors.shape[1])
+        self._save_snapshot()
+
+    def _embed_files(self, paths: Sequence[str]) -> np.ndarray:
+        """Vectors of image files as `_describe` makes them (cut out first with localisation on)."""
+        localizer = self._get_localizer()
+        chunks = []
+        for start in range(0, len(paths), COMMIT_EVERY):
+            images = [load_image(path) for path in paths[start : start + COMMIT_EVERY]]
+            cutouts = [localizer.localize(image).cutout for image in images] if localizer is not None else []
+            chunks.append(self._embed(images, cutouts))
+        return np.concatenate(chunks)
 
     def _install_transform(self, transform: Any, meta: dict[str, Any] | None) -> None:
         """Re-embed every image (raw vectors re-read under the write lock) and record the transform."""
@@ -450,8 +531,13 @@ class Engine:
     def _get_embedder(self) -> Any:
         if self._embedder is None:
             from lookalike.embed import create_embedder
+            from lookalike.embed.finetune import load_index_tuning
 
-            self._embedder = create_embedder(self.settings.embed)
+            embedder = create_embedder(self.settings.embed)
+            tuning = load_index_tuning(self.path)
+            if tuning is not None:
+                embedder.set_tuning(tuning)
+            self._embedder = embedder
         return self._embedder
 
     def _get_localizer(self) -> Any:

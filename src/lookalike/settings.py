@@ -223,7 +223,9 @@ class HeadSettings:
     it from the index's own images; these values are that training's defaults.
     """
 
-    kind: str = "supervised"  # "supervised" (Radenovic's Lw), "pca" (no labels), "linear" / "mlp" (trained heads)
+    # "supervised" (Radenovic's Lw), "pca" (no labels), "linear" / "mlp" (trained heads on frozen vectors),
+    # "finetune" (the backbone's last stages trained on the catalogue: lookalike.embed.finetune)
+    kind: str = "supervised"
     dim: int = 256  # output dimension; 0 = the input's
     shrinkage: float = 0.1  # covariance shrinkage towards a scaled identity (whitening; the heads' start)
     label: Literal["category", "item"] = "category"  # product id of an index's image: its category or its item
@@ -243,10 +245,16 @@ class HeadSettings:
     early_stopping_patience: int = 8  # epochs without a better validation mAP before training stops
     validation_fraction: float = 0.2  # of the products, held out (seeded) for the validation curve
     refit: bool = True  # then fit again on every product (a head: for its best epoch count)
+    finetune_stages: int = 3  # "finetune": the backbone's last N stages are trained (Lite0: 8 of 16 blocks)
+    finetune_epochs: int = 8  # at most; held-out products choose the count
+    finetune_lr: float = 3e-4  # AdamW, one-cycle schedule; the product centres learn 10x faster
+    finetune_batch: int = 32
+    finetune_scale: float = 16.0  # CosFace: logits = scale * (cosine - margin on the true product)
+    finetune_margin: float = 0.1
     seed: int = 0
 
     def validate(self) -> None:
-        kinds = ("pca", "supervised", "linear", "mlp")
+        kinds = ("pca", "supervised", "linear", "mlp", "finetune")
         _check(self.kind in kinds, f"head.kind must be one of {', '.join(kinds)}, got {self.kind!r}")
         _check(self.dim >= 0, f"head.dim must be >= 0 (0 = keep the input's), got {self.dim}")
         _check(0.0 <= self.shrinkage <= 1.0, f"head.shrinkage must be in [0, 1], got {self.shrinkage}")
@@ -266,6 +274,12 @@ class HeadSettings:
         _check(patience >= 1, f"head.early_stopping_patience must be >= 1, got {patience}")
         fraction = self.validation_fraction
         _check(0.0 <= fraction < 1.0, f"head.validation_fraction must be in [0, 1), got {fraction}")
+        _check(self.finetune_stages >= 1, f"head.finetune_stages must be >= 1, got {self.finetune_stages}")
+        _check(self.finetune_epochs >= 0, f"head.finetune_epochs must be >= 0, got {self.finetune_epochs}")
+        _check(self.finetune_lr > 0.0, f"head.finetune_lr must be > 0, got {self.finetune_lr}")
+        _check(self.finetune_batch >= 2, f"head.finetune_batch must be >= 2, got {self.finetune_batch}")
+        _check(self.finetune_scale > 0.0, f"head.finetune_scale must be > 0, got {self.finetune_scale}")
+        _check(0.0 <= self.finetune_margin < 1.0, f"head.finetune_margin must be in [0, 1), got {self.finetune_margin}")
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from lookalike.embed.base import (
     settings_fingerprint,
     sha256_of,
 )
-from lookalike.errors import MissingDependency, ModelNotFoundError, SettingsError
+from lookalike.errors import IndexMismatchError, MissingDependency, ModelNotFoundError, SettingsError
 from lookalike.settings import EmbedSettings
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -51,6 +51,7 @@ class TorchEmbedder:
         self._build = build
         self._model: Any = None
         self._fingerprint: str | None = None
+        self._tuning: Any = None  # a BackboneTuning (lookalike.embed.finetune) applied on load
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         if not images:
@@ -58,24 +59,58 @@ class TorchEmbedder:
         import torch
 
         model = self._loaded()
+        p = self.settings.gem_p if self._tuning is None else self._tuning.gem_p
         out = []
         with torch.inference_mode():
             for chunk in batched(images, self.settings.batch_size):
-                pixels = preprocess(chunk, self.settings.input_size, self.spec, grayscale=self.settings.grayscale)
-                fmap = model(torch.from_numpy(pixels))
-                pooled = fmap.clamp(min=1e-6).pow(self.settings.gem_p).mean(dim=(2, 3)).pow(1.0 / self.settings.gem_p)
-                out.append(pooled.numpy())
+                fmap = model(torch.from_numpy(self.pixels(chunk)))
+                out.append(fmap.clamp(min=1e-6).pow(p).mean(dim=(2, 3)).pow(1.0 / p).numpy())
         return l2_normalize(np.concatenate(out))
+
+    def pixels(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """The network's input for images: (n, 3, size, size) float32, this embedder's preprocessing."""
+        return preprocess(images, self.settings.input_size, self.spec, grayscale=self.settings.grayscale)
 
     def fingerprint(self) -> str:
         if self._fingerprint is None:
             digest = sha256_of(self._weights_path())
             self._fingerprint = settings_fingerprint(self.name, digest, self.settings)
+        if self._tuning is not None:
+            return f"{self._fingerprint}|tuned={self._tuning.fingerprint()}"
         return self._fingerprint
+
+    def network(self) -> Any:
+        """The loaded torch network, for fine-tuning its last stages (EfficientNet-Lite only)."""
+        module = getattr(self._loaded(), "_module", None)
+        if module is None or not hasattr(module, "_blocks"):
+            raise SettingsError(
+                f"the {self.name} embedder cannot be fine-tuned (head.kind 'finetune' supports "
+                "efficientnet-lite0 and efficientnet-lite2); use a whitening or a trained head instead"
+            )
+        return module
+
+    def set_tuning(self, tuning: Any) -> None:
+        """Use fine-tuned last stages (a `BackboneTuning` made from this embedder's weights)."""
+        self._tuning = None
+        if tuning.model != self.name or tuning.base_fingerprint != self.fingerprint():
+            raise IndexMismatchError(
+                f"the fine-tuned backbone was made from {tuning.model} ({tuning.base_fingerprint}), "
+                f"not from this embedder {self.name} ({self.fingerprint()}); fine-tune again"
+            )
+        if self._model is not None:
+            from lookalike.embed.finetune import apply_tuning
+
+            apply_tuning(self.network(), tuning)
+        self._tuning = tuning
 
     def _loaded(self) -> Any:
         if self._model is None:
-            self._model = self._build(self._weights_path()).eval()
+            model = self._build(self._weights_path()).eval()
+            if self._tuning is not None:
+                from lookalike.embed.finetune import apply_tuning
+
+                apply_tuning(model._module, self._tuning)
+            self._model = model
         return self._model
 
 

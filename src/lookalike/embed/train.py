@@ -37,6 +37,7 @@ from lookalike.settings import HeadSettings
 
 HEAD_DIR = "head"
 HEAD_MARK = "||head="
+TUNED_MARK = "|tuned="  # an embedder fingerprint with a fine-tuned backbone (lookalike.embed.finetune)
 RAW_BLOB = "raw"
 EVAL_KS = (1, 5, 10)
 
@@ -254,6 +255,14 @@ def mismatch_message(index: Path, stored: str, current: str) -> str:
             f"{index}: its vectors were made with the embedding head {made}, but {index / HEAD_DIR} holds {here}; "
             "vectors of different heads cannot be compared: run `lookalike train-embedding` again "
             "(or restore the head folder that built the index)"
+        )
+    if TUNED_MARK in stored or TUNED_MARK in current:
+        made = stored.partition(TUNED_MARK)[2].split("|")[0] or "none"
+        here = current.partition(TUNED_MARK)[2].split("|")[0] or "none"
+        return (
+            f"{index}: its vectors were made with the fine-tuned backbone {made}, but {index / 'backbone'} holds "
+            f"{here}; vectors of different backbones cannot be compared: run `lookalike train-embedding "
+            "--kind finetune` again (or restore the backbone folder that built the index)"
         )
     return (
         f"{index}: built with embedder {stored!r} but the installed model is {current!r}; "

@@ -69,6 +69,18 @@ PRESETS: dict[str, Preset] = {
         prepare=("train_embedding",),
         description="supervised whitening (Lw, 256-d) learned from the gallery's product ids",
     ),
+    "finetune": Preset(
+        {"head.kind": "finetune", "head.label": "item"},
+        search={"gating": False},
+        prepare=("train_embedding", "train_classifier"),
+        description="the backbone's last stages fine-tuned on the gallery's product ids; the category "
+        "classifier trained on those vectors predicts each query's category, all categories searched",
+    ),
+    "finetune-localize": Preset(
+        {"head.kind": "finetune", "head.label": "item", "localize.enabled": True},
+        prepare=("train_embedding",),
+        description="fine-tuned backbone, whole image + cut-out",
+    ),
 }
 
 
