@@ -181,7 +181,8 @@ def test_opq_learns_a_rotation_and_keeps_recall(tmp_path: Path) -> None:
 
     def recall(searched: AnnIndex) -> float:
         _, shortlist = searched.search(queries, 40)
-        found = [rescore(q, i[i >= 0], dict(enumerate(vectors)), 10)[1] for q, i in zip(queries, shortlist, strict=True)]
+        stored = dict(enumerate(vectors))
+        found = [rescore(q, i[i >= 0], stored, 10)[1] for q, i in zip(queries, shortlist, strict=True)]
         return float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)]))
 
     assert recall(index) >= 0.8

@@ -158,7 +158,8 @@ def test_another_indexs_backbone_is_refused(built_index: Path, tmp_path: Path, s
     first, second = _copy(built_index, tmp_path, "a.index"), _copy(built_index, tmp_path, "b.index")
     for path, seed in ((first, 0), (second, 1)):
         with Engine.open(path) as engine:
-            engine.train_embedding(replace(FAST, finetune_epochs=1, seed=seed), items=_products(engine))
+            quick = replace(FAST, finetune_epochs=1, finetune_stages=1, validation_fraction=0.0, seed=seed)
+            engine.train_embedding(quick, items=_products(engine))
     shutil.rmtree(first / TUNING_DIR)
     shutil.copytree(second / TUNING_DIR, first / TUNING_DIR)
     with Engine.open(first) as engine, pytest.raises(IndexMismatchError, match="made with the fine-tuned backbone"):
@@ -182,7 +183,8 @@ def test_an_unreadable_image_leaves_the_index_as_it_was(built_index: Path, tmp_p
 def test_cli_fine_tunes(built_index: Path, tmp_path: Path, samples: Path) -> None:
     path = _copy(built_index, tmp_path)
     args = ["train-embedding", "--index", str(path), "--kind", "finetune", "--items", str(samples / "manifest.csv")]
-    result = CliRunner().invoke(app, [*args, "--epochs", "1", "--set", "head.validation_fraction=0.3", "--json"])
+    quick = ["--epochs", "1", "--set", "head.validation_fraction=0.3", "--set", "head.finetune_stages=1"]
+    result = CliRunner().invoke(app, [*args, *quick, "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["kind"] == "finetune" and report["after"]["map"] > 0 and (path / TUNING_DIR).is_dir()

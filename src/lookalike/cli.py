@@ -385,9 +385,11 @@ def train_embedding(
     from lookalike.io.catalog import read_manifest
     from lookalike.pipeline import Engine
 
-    epochs_key = "head.finetune_epochs" if kind == "finetune" else "head.max_epochs"
-    named = {"head.kind": kind, "head.dim": dim, "head.label": label, epochs_key: epochs}
+    named = {"head.kind": kind, "head.dim": dim, "head.label": label}
     head = build_settings(settings_file, assign or [], **named).head
+    if epochs is not None:  # the most epochs of the kind chosen
+        key = "head.finetune_epochs" if head.kind == "finetune" else "head.max_epochs"
+        head = build_settings(settings_file, assign or [], **named, **{key: epochs}).head
     products = {str(e.path.resolve()): e.item for e in read_manifest(items) if e.item} if items else None
     with Engine.open(index_path) as engine:
         if remove:

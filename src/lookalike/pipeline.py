@@ -395,13 +395,15 @@ class Engine:
         items: Mapping[str | int, str] | None = None,
         progress: Callable[[int, int, dict[str, Any]], None] | None = None,
     ) -> Any:
-        """Learn whitening or a projection head from this index's own products, then re-embed it.
+        """Learn the index's own embedding from its products, then re-embed it.
 
-        `settings` defaults to the index's `settings.head` (kind "pca", "supervised", "linear" or
-        "mlp"). Product ids: `items` (path or id -> product), else each image's category or item
-        (`settings.label`). Held-out products give the validation curve (`progress(epoch, epochs,
-        {"loss", "val_map"})`) and the `EmbeddingReport`'s before/after retrieval figures.
-        Queries then get the same transform. See `lookalike.embed.train`.
+        `settings` defaults to the index's `settings.head`: kind "finetune" (the default: the
+        backbone's last stages trained on the catalogue, every image re-embedded from its file, see
+        `lookalike.embed.finetune`), or "pca", "supervised" (whitening), "linear", "mlp" (heads on
+        the stored vectors, see `lookalike.embed.train`). Product ids: `items` (path or id ->
+        product), else each image's category or item (`settings.label`). Held-out products give the
+        validation curve (`progress(epoch, epochs, {"loss", "val_map"})`) and the
+        `EmbeddingReport`'s before/after retrieval figures. Queries then get the same embedding.
         """
         from lookalike.embed import train
 

@@ -55,9 +55,17 @@ class BackboneTuning:
     gem_p: float
     state: dict[str, np.ndarray]  # parameter and buffer arrays, by the network's state-dict names
     facts: dict[str, Any] = field(default_factory=dict)
+    _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def fingerprint(self) -> str:
-        """16 hex digits of the SHA-256 of the arrays and p: same weights, same fingerprint."""
+        """16 hex digits of the SHA-256 of the arrays and p: same weights, same fingerprint.
+
+        Computed once (a query checks it): the arrays of a tuning are never changed in place."""
+        if self._fingerprint is None:
+            self._fingerprint = self._digest()
+        return self._fingerprint
+
+    def _digest(self) -> str:
         digest = hashlib.sha256(f"{self.model}:{self.first_block}:{self.gem_p:.6f}".encode())
         for name in sorted(self.state):
             array = np.ascontiguousarray(self.state[name])
@@ -97,9 +105,9 @@ class BackboneTuning:
             state = {name: data[name] for name in data.files}
         keys = ("model", "base_fingerprint", "first_block", "gem_p")
         tuning = cls(**{key: model[key] for key in keys}, state=state, facts=model.get("facts", {}))
-        if tuning.fingerprint() != model["fingerprint"]:
+        if tuning._digest() != model["fingerprint"]:
             raise IndexMismatchError(
-                f"{folder / WEIGHTS_FILE}: its arrays hash to {tuning.fingerprint()}, but {MODEL_FILE} records "
+                f"{folder / WEIGHTS_FILE}: its arrays hash to {tuning._digest()}, but {MODEL_FILE} records "
                 f"{model['fingerprint']}; the files do not belong together: fine-tune again"
             )
         return tuning
@@ -234,11 +242,7 @@ class BackboneTuner:
         )
         batch = min(settings.finetune_batch, len(maps))
         steps_per_epoch = max(1, len(maps) // batch)
-        scheduler = None
-        if n_epochs > 0:
-            scheduler = torch.optim.lr_scheduler.OneCycleLR(
-                optimiser, max_lr=[lr, 10 * lr], total_steps=n_epochs * steps_per_epoch, pct_start=0.1
-            )
+        scheduler = _schedule(optimiser, [lr, 10 * lr], n_epochs * steps_per_epoch)
         history: dict[str, list[float | None]] = {"loss": [None], "val_map": [_val_map(tail, validation)]}
         best = (history["val_map"][0], 0, _snapshot(tail))
         for epoch in range(1, n_epochs + 1):
@@ -269,6 +273,16 @@ class BackboneTuner:
         if not hasattr(self, "tuning_"):
             raise NotFittedError("this BackboneTuner is not fitted yet: call fit(maps, labels, ...) first")
         return tail_vectors(self.tail_, maps)
+
+
+def _schedule(optimiser: Any, max_lr: list[float], total_steps: int) -> Any:
+    """One-cycle (warm-up over 10% of the steps, then cosine annealing); a constant rate when there
+    are too few steps for a warm-up (torch's OneCycleLR needs 10% of them to be 2 steps or more)."""
+    import torch
+
+    if 0.1 * total_steps >= 2:
+        return torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=max_lr, total_steps=total_steps, pct_start=0.1)
+    return torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: 1.0)
 
 
 def _width(tail: Any, maps: np.ndarray) -> int:
@@ -311,8 +325,7 @@ def _epoch(
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        if scheduler is not None:
-            scheduler.step()
+        scheduler.step()
         losses.append(float(loss.detach()))
     return float(np.mean(losses)) if losses else float("nan")
 

@@ -65,7 +65,7 @@ PRESETS: dict[str, Preset] = {
         description="localize, then diffusion, silhouette IoU and SIFT verification in turn",
     ),
     "whiten": Preset(
-        {"head.label": "item"},
+        {"head.kind": "supervised", "head.label": "item"},
         prepare=("train_embedding",),
         description="supervised whitening (Lw, 256-d) learned from the gallery's product ids",
     ),
