@@ -8,6 +8,7 @@ uncategorised images are always searched, so gating never hides them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,9 +34,27 @@ class GateDecision:
         return None if self.searched is None else [c for c in self.searched if c is not None]
 
 
+@functools.lru_cache(maxsize=1)
+def _blas_threads() -> Any:
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def _one_blas_thread() -> Any:
+    """One BLAS thread for a query's small matrix products.
+
+    With more, OpenBLAS's threads keep spinning after the product and take the cores from the
+    embedding and the vector search that follow: on 2 cores a query with a classifier went from
+    28 to 135 ms (`lookalike evaluate` on the sample catalogue).
+    """
+    return _blas_threads().limit(limits=1, user_api="blas")
+
+
 def predict_category(classifier: Classifier, vector: np.ndarray, top: int = TOP_REPORTED) -> dict[str, Any]:
     """The query's most probable category, its probability, the margin to the second, the `top` best."""
-    proba = classifier.predict_proba(np.asarray(vector, dtype=np.float32)[None, :])[0]
+    with _one_blas_thread():
+        proba = classifier.predict_proba(np.asarray(vector, dtype=np.float32)[None, :])[0]
     order = np.argsort(-proba, kind="stable")
     classes = np.asarray(classifier.classes_)
     first = float(proba[order[0]])
