@@ -18,6 +18,18 @@ def product_of(path: str | Path) -> str:
     return Path(path).stem.rsplit("_", 1)[0]
 
 
+def copy_index(built_index: Path, tmp_path: Path, name: str = "copy.index") -> Path:
+    """A writable copy of an index folder."""
+    target = tmp_path / name
+    shutil.copytree(built_index, target)
+    return target
+
+
+def products_by_path(engine: Engine) -> dict[str, str]:
+    """The product of every sample image of an index, by path (for `train_embedding(items=...)`)."""
+    return {item.path: product_of(item.path) for item in engine.store.items()}
+
+
 @pytest.fixture(scope="session")
 def samples() -> Path:
     return SAMPLES

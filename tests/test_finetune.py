@@ -26,7 +26,7 @@ from lookalike.errors import ImageError, IndexMismatchError, LookalikeError, Not
 from lookalike.io.images import load_image
 from lookalike.settings import EmbedSettings, HeadSettings, Settings
 
-from .conftest import product_of
+from .conftest import copy_index, product_of, products_by_path
 
 FAST = HeadSettings(kind="finetune", finetune_epochs=6, validation_fraction=0.3, finetune_batch=8)
 
@@ -116,27 +116,17 @@ def test_clear_errors(catalogue_maps: tuple) -> None:
 # -- an index with a fine-tuned backbone
 
 
-def _copy(built_index: Path, tmp_path: Path, name: str = "copy.index") -> Path:
-    target = tmp_path / name
-    shutil.copytree(built_index, target)
-    return target
-
-
-def _products(engine: Engine) -> dict[str, str]:
-    return {item.path: product_of(item.path) for item in engine.store.items()}
-
-
 def _top1(engine: Engine, queries: list[Path]) -> float:
     return float(np.mean([product_of(engine.search(q, k=1)[0].path) == product_of(q) for q in queries]))
 
 
 def test_engine_fine_tunes_and_queries_use_it(built_index: Path, tmp_path: Path, sample_queries: list[Path]) -> None:
-    path = _copy(built_index, tmp_path)
+    path = copy_index(built_index, tmp_path)
     with Engine.open(path) as engine:
         before_vector = engine.store.vectors_of([1], 1280)[1].copy()
         before_top1 = _top1(engine, sample_queries)
         epochs: list[int] = []
-        report = engine.train_embedding(FAST, items=_products(engine), progress=lambda e, n, v: epochs.append(e))
+        report = engine.train_embedding(FAST, items=products_by_path(engine), progress=lambda e, n, v: epochs.append(e))
         assert report.kind == "finetune" and report.n_images == 60 and report.dim == 1280
         assert epochs == [1, 2, 3, 4, 5, 6]
         assert report.n_validation_products >= 2 and report.before is not None and report.after is not None
@@ -155,11 +145,11 @@ def test_engine_fine_tunes_and_queries_use_it(built_index: Path, tmp_path: Path,
 
 
 def test_another_indexs_backbone_is_refused(built_index: Path, tmp_path: Path, sample_queries: list[Path]) -> None:
-    first, second = _copy(built_index, tmp_path, "a.index"), _copy(built_index, tmp_path, "b.index")
+    first, second = copy_index(built_index, tmp_path, "a.index"), copy_index(built_index, tmp_path, "b.index")
     for path, seed in ((first, 0), (second, 1)):
         with Engine.open(path) as engine:
             quick = replace(FAST, finetune_epochs=1, finetune_stages=1, validation_fraction=0.0, seed=seed)
-            engine.train_embedding(quick, items=_products(engine))
+            engine.train_embedding(quick, items=products_by_path(engine))
     shutil.rmtree(first / TUNING_DIR)
     shutil.copytree(second / TUNING_DIR, first / TUNING_DIR)
     with Engine.open(first) as engine, pytest.raises(IndexMismatchError, match="made with the fine-tuned backbone"):
@@ -167,7 +157,7 @@ def test_another_indexs_backbone_is_refused(built_index: Path, tmp_path: Path, s
 
 
 def test_an_unreadable_image_leaves_the_index_as_it_was(built_index: Path, tmp_path: Path, samples: Path) -> None:
-    path = _copy(built_index, tmp_path)
+    path = copy_index(built_index, tmp_path)
     victim = tmp_path / "Banana_999.jpg"
     shutil.copy(next((samples / "catalog" / "Banana").glob("*.jpg")), victim)
     with Engine.open(path) as engine:
@@ -175,13 +165,13 @@ def test_an_unreadable_image_leaves_the_index_as_it_was(built_index: Path, tmp_p
         victim.write_bytes(b"not an image any more")
         vectors_before = engine.store.vectors_of([1], 1280)[1].copy()
         with pytest.raises(ImageError, match="Banana_999.jpg"):
-            engine.train_embedding(replace(FAST, finetune_epochs=1), items=_products(engine))
+            engine.train_embedding(replace(FAST, finetune_epochs=1), items=products_by_path(engine))
         assert not (path / TUNING_DIR).exists() and engine.store.count() == 61
         np.testing.assert_array_equal(engine.store.vectors_of([1], 1280)[1], vectors_before)
 
 
 def test_cli_fine_tunes(built_index: Path, tmp_path: Path, samples: Path) -> None:
-    path = _copy(built_index, tmp_path)
+    path = copy_index(built_index, tmp_path)
     args = ["train-embedding", "--index", str(path), "--kind", "finetune", "--items", str(samples / "manifest.csv")]
     quick = ["--epochs", "1", "--set", "head.validation_fraction=0.3", "--set", "head.finetune_stages=1"]
     result = CliRunner().invoke(app, [*args, *quick, "--json"])

@@ -22,7 +22,7 @@ from lookalike.embed.transform import available_transforms, create_transform, lo
 from lookalike.errors import IndexMismatchError, LookalikeError, NotFittedError, SettingsError, UnknownNameError
 from lookalike.settings import HeadSettings
 
-from .conftest import product_of
+from .conftest import copy_index, products_by_path
 
 FAST = HeadSettings(dim=8, max_epochs=6, products_per_batch=6, images_per_product=4)
 
@@ -182,23 +182,14 @@ def test_registry_and_settings() -> None:
 # -- an index with a learned transform
 
 
-def _copy(built_index: Path, tmp_path: Path, name: str = "copy.index") -> Path:
-    target = tmp_path / name
-    shutil.copytree(built_index, target)
-    return target
-
-
-def _products(engine: Engine) -> dict[str, str]:
-    return {item.path: product_of(item.path) for item in engine.store.items()}
-
-
 def test_engine_trains_a_head_and_queries_use_it(built_index: Path, tmp_path: Path, sample_queries: list[Path]) -> None:
-    path = _copy(built_index, tmp_path)
+    path = copy_index(built_index, tmp_path)
     settings = HeadSettings(kind="linear", dim=32, max_epochs=3, validation_fraction=0.3, products_per_batch=8)
     with Engine.open(path) as engine:
         raw_before = engine.store.vectors_of([1], 1280)[1].copy()
         epochs: list[int] = []
-        report = engine.train_embedding(settings, items=_products(engine), progress=lambda e, n, v: epochs.append(e))
+        items = products_by_path(engine)
+        report = engine.train_embedding(settings, items=items, progress=lambda e, n, v: epochs.append(e))
         assert report.dim == 32 and report.n_images == 60 and epochs[0] == 1 and report.refit
         assert report.n_validation_products >= 2 and set(report.before) == {"map", "recall@1", "recall@5", "recall@10"}
         assert engine.info()["dim"] == 32 and engine.info()["head"]["fingerprint"] == report.fingerprint
@@ -209,14 +200,14 @@ def test_engine_trains_a_head_and_queries_use_it(built_index: Path, tmp_path: Pa
     with Engine.open(path) as reopened:  # the head travels with the index
         again = reopened.search(sample_queries[0], k=3)
         assert [h.id for h in again] == [h.id for h in hits]
-        assert reopened.train_embedding(settings, items=_products(reopened)).fingerprint == report.fingerprint
+        assert reopened.train_embedding(settings, items=products_by_path(reopened)).fingerprint == report.fingerprint
         assert reopened.remove_embedding() and not (path / HEAD_DIR).exists()
         assert reopened.info()["dim"] == 1280
         np.testing.assert_array_equal(reopened.store.vectors_of([1], 1280)[1], raw_before)
 
 
 def test_vectors_of_another_head_are_refused(built_index: Path, tmp_path: Path, sample_queries: list[Path]) -> None:
-    first, second = _copy(built_index, tmp_path, "a.index"), _copy(built_index, tmp_path, "b.index")
+    first, second = copy_index(built_index, tmp_path, "a.index"), copy_index(built_index, tmp_path, "b.index")
     for path, seed in ((first, 0), (second, 1)):
         with Engine.open(path) as engine:
             engine.train_embedding(HeadSettings(kind="pca", dim=16, seed=seed, shrinkage=0.1 + seed / 10))
@@ -227,7 +218,7 @@ def test_vectors_of_another_head_are_refused(built_index: Path, tmp_path: Path, 
 
 
 def test_cli_train_embedding(built_index: Path, tmp_path: Path, samples: Path) -> None:
-    path = _copy(built_index, tmp_path)
+    path = copy_index(built_index, tmp_path)
     manifest = samples / "manifest.csv"  # path,item,category,split: item = the product
     args = ["train-embedding", "--index", str(path), "--kind", "supervised", "--dim", "16", "--items", str(manifest)]
     result = CliRunner().invoke(app, [*args, "--set", "head.validation_fraction=0.3", "--json"])

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -369,15 +368,9 @@ def _val_map(tail: Any, validation: tuple[np.ndarray, Sequence[str]] | None) -> 
 
 def install_tuning(index: Path, tuning: BackboneTuning | None) -> None:
     """Replace `<index>/backbone/` with the tuning's files (or remove it), through a staging folder."""
-    target, staging = index / TUNING_DIR, index / (TUNING_DIR + ".new")
-    if staging.exists():
-        shutil.rmtree(staging)
-    if tuning is not None:
-        tuning.save(staging)
-    if target.exists():
-        shutil.rmtree(target)
-    if tuning is not None:
-        staging.replace(target)
+    from lookalike.embed.train import replace_folder
+
+    replace_folder(index / TUNING_DIR, None if tuning is None else tuning.save)
 
 
 def load_index_tuning(index: Path) -> BackboneTuning | None:

@@ -220,14 +220,21 @@ def _bytes(vector: np.ndarray) -> bytes:
 
 def install_head(index: Path, transform: VectorTransform | None, extra: dict[str, Any] | None = None) -> None:
     """Replace `<index>/head/` with the transform's files (or remove it), through a staging folder."""
-    target, staging = index / HEAD_DIR, index / (HEAD_DIR + ".new")
+    write = None if transform is None else (lambda folder: save_transform(transform, folder, extra=extra))
+    replace_folder(index / HEAD_DIR, write)
+
+
+def replace_folder(target: Path, write: Callable[[Path], Any] | None) -> None:
+    """Replace `target` with what `write(folder)` writes (or remove it): written beside it first, so a
+    failed write leaves the old folder in place."""
+    staging = target.with_name(target.name + ".new")
     if staging.exists():
         shutil.rmtree(staging)
-    if transform is not None:
-        save_transform(transform, staging, extra=extra)
+    if write is not None:
+        write(staging)
     if target.exists():
         shutil.rmtree(target)
-    if transform is not None:
+    if write is not None:
         staging.replace(target)
 
 
