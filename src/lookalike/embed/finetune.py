@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from lookalike._files import read_component
 from lookalike.errors import IndexMismatchError, LookalikeError, NotFittedError
 from lookalike.settings import HeadSettings
 
@@ -91,15 +92,7 @@ class BackboneTuning:
     @classmethod
     def load(cls, folder: str | Path) -> BackboneTuning:
         folder = Path(folder)
-        path = folder / MODEL_FILE
-        if not path.is_file() or not (folder / WEIGHTS_FILE).is_file():
-            raise LookalikeError(f"{folder}: no fine-tuned backbone here (expected {MODEL_FILE} and {WEIGHTS_FILE})")
-        try:
-            model = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise LookalikeError(f"{path}: not valid JSON ({exc})") from None
-        if model.get("format") != FORMAT_VERSION:
-            raise LookalikeError(f"{path}: format {model.get('format')!r} is not supported (expected {FORMAT_VERSION})")
+        model = read_component(folder, MODEL_FILE, WEIGHTS_FILE, "fine-tuned backbone", FORMAT_VERSION)
         with np.load(folder / WEIGHTS_FILE, allow_pickle=False) as data:
             state = {name: data[name] for name in data.files}
         keys = ("model", "base_fingerprint", "first_block", "gem_p")

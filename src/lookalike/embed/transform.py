@@ -21,6 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import ArrayLike
 
+from lookalike._files import read_component
 from lookalike._registry import Registry
 from lookalike.errors import IndexMismatchError, LookalikeError, NotFittedError, SettingsError
 from lookalike.settings import HeadSettings, Settings
@@ -198,13 +199,4 @@ def load_transform(folder: str | Path) -> VectorTransform:
 
 
 def read_model_file(folder: Path) -> dict[str, Any]:
-    path = folder / MODEL_FILE
-    if not path.is_file() or not (folder / WEIGHTS_FILE).is_file():
-        raise LookalikeError(f"{folder}: no saved embedding transform here (expected {MODEL_FILE} and {WEIGHTS_FILE})")
-    try:
-        model = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise LookalikeError(f"{path}: not valid JSON ({exc})") from None
-    if model.get("format") != FORMAT_VERSION:
-        raise LookalikeError(f"{path}: transform format {model.get('format')!r} is not supported (expected 1)")
-    return model
+    return read_component(folder, MODEL_FILE, WEIGHTS_FILE, "embedding transform", FORMAT_VERSION)
