@@ -95,13 +95,15 @@ def classify(train: tuple, val: tuple | None, test: tuple, level: str) -> list[d
     candidates.append((f"logreg (C={c})", best))
     for name, model in candidates:
         report = classification_report(test[1], model.predict(test[0]), labels=model.classes_)
-        rows.append({
-            "labels": level,
-            "classifier": name,
-            "test acc": report.accuracy,
-            "mean class acc": report.mean_class_accuracy,
-            "class acc var": report.class_accuracy_variance,
-        })
+        rows.append(
+            {
+                "labels": level,
+                "classifier": name,
+                "test acc": report.accuracy,
+                "mean class acc": report.mean_class_accuracy,
+                "class acc var": report.class_accuracy_variance,
+            }
+        )
         print(table(rows[-1:], list(rows[-1])), flush=True)
     return rows
 

@@ -65,6 +65,11 @@ def eth80_pairs(step: int) -> list[tuple[Path, Path]]:
     return [(path, path.parent / "masks" / f"{path.stem}.png") for path in images]
 
 
+def subsample_note(step: int) -> str:
+    total = len(list(DATA.glob("*/*/*.jpg")))
+    return f"all {total} images" if step == 1 else f"every {step}th image of {total} sorted by path"
+
+
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
@@ -212,7 +217,7 @@ def main() -> int:
     print(table(flat, list(flat[0])))
     report = {
         "dataset": "eth80-dev",
-        "subsample": f"every {args.step}th image of {len(list(DATA.glob('*/*/*.jpg')))} sorted by path",
+        "subsample": subsample_note(args.step),
         "eth80_images": len(pairs),
         "grocery_images": {"packaged": sum(packaged), "produce": len(packaged) - sum(packaged)},
         "timing": f"p50 and best over {args.rounds} rounds of {len(timing_images[:16])} images, interleaved",

@@ -154,6 +154,10 @@ def test_every_preset_is_valid_and_rerankers_share_the_index_only_when_they_stor
     assert configs["qe"].build_key() == baseline and configs["diffusion"].build_key() == baseline
     assert configs["sift"].build_key() != baseline  # its keypoints are extracted at indexing time
     assert configs["iou"].build_key() == configs["localize"].build_key()
+    assert configs["finetune-iou"].build_key() == configs["finetune-localize"].build_key()
+    shape_only = configs["iou-whole"]
+    assert shape_only.settings.localize.features == "whole"
+    assert len({shape_only.build_key(), baseline, configs["localize"].build_key()}) == 3  # silhouettes are stored
     assert configs["whiten"].prepare == ("train_embedding",) and configs["whiten"].settings.head.label == "item"
 
 

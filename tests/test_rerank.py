@@ -112,6 +112,37 @@ def test_engine_with_localisation_and_iou_reranking(tmp_path: Path, samples: Pat
         assert engine.info()["dim"] == 2560  # whole image + cut-out
 
 
+@pytest.mark.slow
+def test_whole_image_features_keep_the_plain_vectors_and_add_silhouettes(tmp_path: Path, samples: Path) -> None:
+    folders = [samples / "catalog" / "Milk", samples / "catalog" / "Juice"]
+    query = samples / "queries" / "Bravo-Apple-Juice_012.jpg"
+    shape_only = {"localize.enabled": True, "localize.features": "whole", "rerank.chain": ["mask_iou"]}
+    indexes = {}
+    for name, settings in (("plain", Settings()), ("shape", Settings().replace(**shape_only))):
+        engine = Engine.create(tmp_path / f"{name}.index", settings)
+        engine.add(folders, categories=None)
+        indexes[name] = engine
+    plain, engine = indexes["plain"], indexes["shape"]
+    try:
+        assert engine.info()["dim"] == 1280  # the whole image only
+        ids = np.concatenate([chunk_ids for chunk_ids, _, _ in engine.store.vectors(1280)]).tolist()
+        assert len(ids) == plain.info()["images"] > 0
+        vectors, plain_vectors = engine.store.vectors_of(ids, 1280), plain.store.vectors_of(ids, 1280)
+        for item_id in ids:
+            np.testing.assert_allclose(vectors[item_id], plain_vectors[item_id], atol=1e-5)
+        assert set(engine.store.blobs("silhouette", ids)) == set(ids)
+        assert not plain.store.blobs("silhouette", ids)
+        np.testing.assert_allclose(engine.embed([query]), plain.embed([query]), atol=1e-5)
+        result = engine.search(query, k=5)
+        assert product_of(result[0].path) == "Bravo-Apple-Juice"
+        assert all({"vector", "iou"} <= set(hit.scores) for hit in result)
+        assert 0.0 < result[0].scores["iou"] <= 1.0
+        assert result.details["localization"]["found"] is True
+    finally:
+        plain.close()
+        engine.close()
+
+
 def test_segment_writes_the_cutout_and_the_mask(tmp_path: Path, samples: Path) -> None:
     image = samples / "queries" / "Oatly-Natural-Oatghurt_016.jpg"
     result = CliRunner().invoke(app, ["segment", str(image), "-o", str(tmp_path)])

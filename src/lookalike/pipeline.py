@@ -489,8 +489,8 @@ class Engine:
         self._save_snapshot()
 
     def _embed_files(self, paths: Sequence[str]) -> np.ndarray:
-        """Vectors of image files as `_describe` makes them (cut out first with localisation on)."""
-        localizer = self._get_localizer()
+        """Vectors of image files as `_describe` makes them (cut out first when cut-outs are embedded)."""
+        localizer = self._get_localizer() if self._embeds_cutouts() else None
         chunks = []
         for start in range(0, len(paths), COMMIT_EVERY):
             images = [load_image(path) for path in paths[start : start + COMMIT_EVERY]]
@@ -529,6 +529,9 @@ class Engine:
     def _raw_dim(self) -> int:
         both = self.settings.localize.enabled and self.settings.localize.features == "both"
         return self._get_embedder().dim * (2 if both else 1)
+
+    def _embeds_cutouts(self) -> bool:
+        return self.settings.localize.enabled and self.settings.localize.features != "whole"
 
     def _get_embedder(self) -> Any:
         if self._embedder is None:
@@ -629,7 +632,7 @@ class Engine:
 
     def _embed(self, images: Sequence[Image.Image], cutouts: list[Image.Image]) -> np.ndarray:
         embedder = self._get_embedder()
-        if not cutouts:
+        if not cutouts or self.settings.localize.features == "whole":
             return embedder.embed(images)
         if self.settings.localize.features == "object":
             return embedder.embed(cutouts)

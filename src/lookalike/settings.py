@@ -43,8 +43,9 @@ class LocalizeSettings:
     enabled: bool = False
     model: str = "u2netp"
     model_path: str | None = None  # an ONNX segmenter from a local path
-    input_size: int = 224  # u2netp's native 320 costs ~0.3 s; 224 ~2x faster, see benchmarks/segmentation.py
-    quantize: bool = False  # int8 (static, cached in ~/.cache/lookalike): ~1.5x faster, masks visibly worse
+    # u2netp's native 320 costs ~2x the time of 224 for the same eth80 IoU (benchmarks/segmentation.py)
+    input_size: int = 224
+    quantize: bool = False  # int8 (static, cached in ~/.cache/lookalike): ~1.6x faster, masks visibly worse
     threads: int | None = None  # onnxruntime intra-op threads; None = onnxruntime's default
     threshold: float = 0.5  # saliency above this is object
     min_object_fraction: float = 0.01  # smaller masks mean "no salient object": use the whole image
@@ -56,7 +57,9 @@ class LocalizeSettings:
     trimap_fraction: float = 0.04  # half-width of the trimap's unknown band, as a fraction of sqrt(area)
     margin: float = 0.05  # crop margin, as a fraction of the object's box size
     silhouette_size: int = 64
-    features: Literal["object", "both"] = "both"  # embed the cut-out, or whole image + cut-out
+    # what is embedded: the cut-out ("object"), whole image + cut-out ("both"), or the whole image
+    # only ("whole": the mask then serves the silhouette re-ranking alone)
+    features: Literal["object", "both", "whole"] = "both"
 
     def validate(self) -> None:
         _check(self.input_size >= 64, f"localize.input_size must be >= 64, got {self.input_size}")
@@ -74,7 +77,10 @@ class LocalizeSettings:
         size = self.silhouette_size
         _check(size >= 8 and size % 8 == 0, f"localize.silhouette_size must be a positive multiple of 8, got {size}")
         features = self.features
-        _check(features in ("object", "both"), f"localize.features must be 'object' or 'both', got {features!r}")
+        _check(
+            features in ("object", "both", "whole"),
+            f"localize.features must be 'object', 'both' or 'whole', got {features!r}",
+        )
         _check(
             self.model != "onnx" or bool(self.model_path),
             "localize.model 'onnx' needs localize.model_path: the path of a .onnx segmenter",

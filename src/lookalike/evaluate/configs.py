@@ -39,6 +39,10 @@ class Preset:
     prepare: tuple[str, ...] = ()
 
 
+_FINETUNE = {"head.kind": "finetune", "head.label": "item"}
+_FINETUNE_STEPS = ("train_embedding", "train_classifier")
+_SHAPE_ONLY = {"localize.enabled": True, "localize.features": "whole", "rerank.chain": ["mask_iou"]}
+
 PRESETS: dict[str, Preset] = {
     "baseline": Preset(description="defaults: whole image, EfficientNet-Lite0 + GeM, exact search"),
     "grey": Preset({"embed.grayscale": True}, description="shape only: grey images"),
@@ -47,6 +51,9 @@ PRESETS: dict[str, Preset] = {
     "iou": Preset(
         {"localize.enabled": True, "rerank.chain": ["mask_iou"]},
         description="localize, then re-rank the top by silhouette IoU",
+    ),
+    "iou-whole": Preset(
+        _SHAPE_ONLY, description="whole-image features only; the mask serves the silhouette IoU re-ranking"
     ),
     "classify": Preset(
         search={"gating": False},
@@ -70,16 +77,29 @@ PRESETS: dict[str, Preset] = {
         description="supervised whitening (Lw, 256-d) learned from the gallery's product ids",
     ),
     "finetune": Preset(
-        {"head.kind": "finetune", "head.label": "item"},
+        _FINETUNE,
         search={"gating": False},
-        prepare=("train_embedding", "train_classifier"),
+        prepare=_FINETUNE_STEPS,
         description="the backbone's last stages fine-tuned on the gallery's product ids; the category "
         "classifier trained on those vectors predicts each query's category, all categories searched",
     ),
     "finetune-localize": Preset(
-        {"head.kind": "finetune", "head.label": "item", "localize.enabled": True},
-        prepare=("train_embedding",),
-        description="fine-tuned backbone, whole image + cut-out",
+        {**_FINETUNE, "localize.enabled": True},
+        search={"gating": False},
+        prepare=_FINETUNE_STEPS,
+        description="fine-tuned backbone (as finetune), whole image + cut-out",
+    ),
+    "finetune-iou": Preset(
+        {**_FINETUNE, "localize.enabled": True, "rerank.chain": ["mask_iou"]},
+        search={"gating": False},
+        prepare=_FINETUNE_STEPS,
+        description="fine-tuned backbone, whole image + cut-out, top re-ranked by silhouette IoU",
+    ),
+    "finetune-iou-whole": Preset(
+        {**_FINETUNE, **_SHAPE_ONLY},
+        search={"gating": False},
+        prepare=_FINETUNE_STEPS,
+        description="fine-tuned backbone, whole image only; the mask serves the silhouette IoU re-ranking",
     ),
 }
 

@@ -131,6 +131,9 @@ def open_session(source: Path | bytes, threads: int | None) -> Any:
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle threads that spin after a run take the cores from the embedder that runs next: on 2 cores
+    # the two-image embedding went from 65 ms to 48-56 ms without it, for 5 ms more of segmentation.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
     model = source if isinstance(source, bytes) else str(source)
