@@ -606,7 +606,7 @@ class Engine:
                 located = [localizer.localize(image) for image in images]
         with timer.stage("embed"):
             self._check_fingerprint()
-            raw = self._embed(images, [loc.cutout for loc in located])
+            raw = self._embed(images, [loc.cutout for loc in located] if self._embeds_cutouts() else [])
             transform = self._get_transform()
             vectors = raw if transform is None else transform.transform(raw)
         described = [_Described(vector) for vector in vectors]
@@ -632,7 +632,7 @@ class Engine:
 
     def _embed(self, images: Sequence[Image.Image], cutouts: list[Image.Image]) -> np.ndarray:
         embedder = self._get_embedder()
-        if not cutouts or self.settings.localize.features == "whole":
+        if not cutouts:
             return embedder.embed(images)
         if self.settings.localize.features == "object":
             return embedder.embed(cutouts)

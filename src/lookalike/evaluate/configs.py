@@ -39,9 +39,19 @@ class Preset:
     prepare: tuple[str, ...] = ()
 
 
-_FINETUNE = {"head.kind": "finetune", "head.label": "item"}
-_FINETUNE_STEPS = ("train_embedding", "train_classifier")
 _SHAPE_ONLY = {"localize.enabled": True, "localize.features": "whole", "rerank.chain": ["mask_iou"]}
+
+
+def _fine_tuned(overrides: dict[str, Any], description: str) -> Preset:
+    """The backbone fine-tuned on the gallery's product ids, then the category classifier trained on
+    the tuned vectors (it predicts each query's category; every category is searched)."""
+    return Preset(
+        {"head.kind": "finetune", "head.label": "item", **overrides},
+        search={"gating": False},
+        prepare=("train_embedding", "train_classifier"),
+        description=description,
+    )
+
 
 PRESETS: dict[str, Preset] = {
     "baseline": Preset(description="defaults: whole image, EfficientNet-Lite0 + GeM, exact search"),
@@ -76,30 +86,18 @@ PRESETS: dict[str, Preset] = {
         prepare=("train_embedding",),
         description="supervised whitening (Lw, 256-d) learned from the gallery's product ids",
     ),
-    "finetune": Preset(
-        _FINETUNE,
-        search={"gating": False},
-        prepare=_FINETUNE_STEPS,
-        description="the backbone's last stages fine-tuned on the gallery's product ids; the category "
-        "classifier trained on those vectors predicts each query's category, all categories searched",
+    "finetune": _fine_tuned(
+        {},
+        "the backbone's last stages fine-tuned on the gallery's product ids; the category classifier "
+        "trained on those vectors predicts each query's category, all categories searched",
     ),
-    "finetune-localize": Preset(
-        {**_FINETUNE, "localize.enabled": True},
-        search={"gating": False},
-        prepare=_FINETUNE_STEPS,
-        description="fine-tuned backbone (as finetune), whole image + cut-out",
+    "finetune-localize": _fine_tuned({"localize.enabled": True}, "fine-tuned backbone, whole image + cut-out"),
+    "finetune-iou": _fine_tuned(
+        {"localize.enabled": True, "rerank.chain": ["mask_iou"]},
+        "fine-tuned backbone, whole image + cut-out, top re-ranked by silhouette IoU",
     ),
-    "finetune-iou": Preset(
-        {**_FINETUNE, "localize.enabled": True, "rerank.chain": ["mask_iou"]},
-        search={"gating": False},
-        prepare=_FINETUNE_STEPS,
-        description="fine-tuned backbone, whole image + cut-out, top re-ranked by silhouette IoU",
-    ),
-    "finetune-iou-whole": Preset(
-        {**_FINETUNE, **_SHAPE_ONLY},
-        search={"gating": False},
-        prepare=_FINETUNE_STEPS,
-        description="fine-tuned backbone, whole image only; the mask serves the silhouette IoU re-ranking",
+    "finetune-iou-whole": _fine_tuned(
+        _SHAPE_ONLY, "fine-tuned backbone, whole image only; the mask serves the silhouette IoU re-ranking"
     ),
 }
 
