@@ -291,7 +291,7 @@ def engine_equivalence(features: GroceryFeatures, n_queries: int, work: Any) -> 
     its own coarse classifier on them, and numpy gating uses that same classifier.
     """
     from lookalike.index import NewItem
-    from lookalike.pipeline import Engine, _Described, _Timer
+    from lookalike.pipeline import Engine
     from lookalike.settings import Settings
 
     gallery, g_coarse = features.vectors["train"], features.labels("train", "coarse")
@@ -306,7 +306,7 @@ def engine_equivalence(features: GroceryFeatures, n_queries: int, work: Any) -> 
     step = max(1, len(features.vectors["test"]) // n_queries)
     same, started = 0, time.perf_counter()
     for vector in features.vectors["test"][::step][:n_queries]:
-        result = engine._search_vector(_Described(vector), 20, None, _Timer(), "query")
+        result = engine.search_vector(vector, 20)
         expected = numpy_gated_top(classifier, vector, engine.settings.classify, gallery, g_coarse, np.asarray(ids))
         same += [hit.id for hit in result] == expected
     engine.close()

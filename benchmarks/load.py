@@ -25,8 +25,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 from _common import ROOT, save, table
+from lookalike.samples import sample_dir
 
-SAMPLES = ROOT / "samples" / "grocery"
+SAMPLES = sample_dir()
 DEFAULT_INDEX = ROOT / "benchmarks" / "cache" / "load.index"
 
 

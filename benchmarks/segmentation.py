@@ -3,7 +3,7 @@
 - eth80-dev: IoU of the predicted main-object mask against the ground truth, without and with
   matting, on every `--step`-th image of the 1,640 (sorted by path; step 8 = 205 images, about
   5 views of each of the 40 objects).
-- grocery samples (samples/grocery, 90 shop photos, no ground truth): IoU of each configuration's
+- grocery samples (src/lookalike/samples/grocery, 90 shop photos, no ground truth): IoU of each configuration's
   mask against the fp32 320 mask (the model's native size), for the 45 packaged products held in
   a hand (milk, juice, oatghurt), where 320's masks look right, and for the 45 photos of loose
   produce (piles of apples, tomatoes...), which have no single salient object. Plain backgrounds
@@ -32,11 +32,12 @@ from PIL import Image
 
 from _common import save, table
 from lookalike.localize import Localizer, SaliencyMap, Segmenter, create_segmenter
+from lookalike.samples import sample_dir
 from lookalike.settings import LocalizeSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parents[1].parent / "shared/data/eth80-dev"
-SAMPLES = ROOT / "samples" / "grocery"
+SAMPLES = sample_dir()
 REFERENCE = "fp32-320"
 CONFIGS = "fp32-320,fp32-256,fp32-224,fp32-192,fp32-160,int8-256,int8-224"
 MATTING = "fp32-224"

@@ -3,7 +3,7 @@
 Usage: python scripts/make_fixture.py [../shared/data/grocery-store]
 
 Picks a few fine classes across categories, evenly spaced train images as the catalogue,
-test images as queries and the iconic images, and writes `samples/grocery/manifest.csv`
+test images as queries and the iconic images, and writes `src/lookalike/samples/grocery/manifest.csv`
 (path, item, category, split) in the manifest format the evaluation reads.
 """
 
@@ -78,4 +78,4 @@ def main(source: Path, target: Path) -> None:
 if __name__ == "__main__":
     root = Path(__file__).resolve().parents[1]
     source_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else root.parent / "shared/data/grocery-store"
-    main(source_dir, root / "samples" / "grocery")
+    main(source_dir, root / "src" / "lookalike" / "samples" / "grocery")

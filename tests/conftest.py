@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from lookalike import Engine, Settings
+from lookalike.samples import sample_dir
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "grocery"
+SAMPLES = sample_dir()  # src/lookalike/samples/grocery, shipped in the package
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 

@@ -18,13 +18,12 @@ from lookalike.classify import (
     create_classifier,
     load_classifier,
     plan_search,
-    save_classifier,
     stratified_split,
 )
 from lookalike.classify.indexed import training_data
 from lookalike.classify.mlp import MIN_IMPROVEMENT
 from lookalike.cli import app
-from lookalike.errors import IndexMismatchError, LookalikeError, NotFittedError, SettingsError, UnknownNameError
+from lookalike.errors import IndexMismatchError, LookalikeError, SettingsError, UnknownNameError
 from lookalike.settings import ClassifySettings
 
 from .conftest import product_of
@@ -181,24 +180,6 @@ def test_retraining_makes_it_fresh_again(trained: Engine, samples: Path) -> None
     assert trained.info()["classifier"]["kind"] == "logreg"
 
 
-# -- the estimator contract
-
-
-@pytest.mark.parametrize("kind", ["mlp", "logreg"])
-def test_save_and_load_give_identical_probabilities(
-    kind: str, stored: tuple[np.ndarray, np.ndarray], tmp_path: Path
-) -> None:
-    vectors, labels = stored
-    classifier = create_classifier(kind, ClassifySettings(max_epochs=20)).fit(vectors, labels)
-    save_classifier(classifier, tmp_path / "model")
-    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["classifier.json", "weights.npz"]
-    loaded = load_classifier(tmp_path / "model")
-    assert loaded.kind == kind and loaded.settings == classifier.settings
-    assert list(loaded.classes_) == sorted(set(labels.tolist()))
-    np.testing.assert_array_equal(loaded.predict_proba(vectors), classifier.predict_proba(vectors))
-    np.testing.assert_allclose(classifier.predict_proba(vectors).sum(axis=1), 1.0, rtol=1e-5)
-
-
 def test_the_same_seed_gives_the_same_weights(stored: tuple[np.ndarray, np.ndarray]) -> None:
     vectors, labels = stored
     settings = ClassifySettings(max_epochs=15, seed=3)
@@ -224,17 +205,6 @@ def test_training_follows_the_papers_recipe(stored: tuple[np.ndarray, np.ndarray
     assert history["val_loss"][classifier.best_epoch_ - 1] <= min(history["val_loss"]) + MIN_IMPROVEMENT
     assert history["lr"][0] == pytest.approx(0.05) and min(history["lr"]) < 0.05  # halved on plateaus
     assert history["val_accuracy"][classifier.best_epoch_ - 1] == 1.0
-
-
-def test_using_it_before_fit_raises(tmp_path: Path) -> None:
-    for kind in ("mlp", "logreg"):
-        classifier = create_classifier(kind)
-        with pytest.raises(NotFittedError, match=f"this {kind} classifier is not fitted yet: call fit"):
-            classifier.predict_proba(np.zeros((1, 8)))
-        with pytest.raises(NotFittedError, match="not fitted"):
-            classifier.predict(np.zeros((1, 8)))
-        with pytest.raises(NotFittedError, match=f"cannot save an unfitted {kind} classifier"):
-            save_classifier(classifier, tmp_path)
 
 
 def test_errors_say_what_was_expected(stored: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:

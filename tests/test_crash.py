@@ -61,7 +61,7 @@ def test_sigkill_during_indexing_leaves_only_complete_entries(tmp_path: Path, sa
         assert len(hits) == committed  # every entry has its vector
         stored = engine.store.items()[0]
         vector = engine.store.vectors_of([stored.id], engine.info()["dim"])[stored.id]
-        fresh = engine._get_embedder().embed([__import__("PIL.Image").Image.open(stored.path)])[0]
+        fresh = engine.featurizer.embedder.embed([__import__("PIL.Image").Image.open(stored.path)])[0]
         np.testing.assert_allclose(vector, fresh, atol=1e-4)
         report = engine.add([catalog.parent])  # resuming indexes the rest
         assert len(report.unchanged) == committed and len(engine) == 180

@@ -22,6 +22,7 @@ from lookalike.evaluate.datasets import (
     shared_data_dir,
 )
 from lookalike.io.catalog import CatalogEntry
+from lookalike.samples import sample_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -246,7 +247,7 @@ def test_dataset_checks_its_relevance_key() -> None:
 
 
 def test_bundled_sample_manifest() -> None:
-    manifest = REPO / "samples" / "grocery" / "manifest.csv"
+    manifest = sample_dir() / "manifest.csv"
     if not manifest.is_file():
         pytest.skip(f"{manifest} is absent")
     photos, catalogue = from_manifest(manifest), from_manifest(manifest, gallery_splits=["iconic"])

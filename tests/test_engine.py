@@ -125,7 +125,8 @@ def test_info(engine: Engine) -> None:
     facts = engine.info()
     assert facts["images"] == 60 and facts["dim"] == 1280
     assert facts["categories"]["Milk"] == 12 and facts["partitions"]["Juice"] == 12
-    assert facts["embedder"].startswith("efficientnet-lite0|weights=")
+    assert facts["embedder"]["embedder"].startswith("efficientnet-lite0|weights=")
+    assert facts["embedder"]["tuning"] is None and facts["embedder"]["transform"] is None
     assert facts["settings"]["embed"]["gem_p"] == 3.0 and facts["size_bytes"] > 60 * 1280 * 4
 
 
@@ -173,7 +174,7 @@ def test_vector_snapshot_is_rebuilt_from_the_database(engine: Engine, sample_que
 
 
 def test_embeddings_are_deterministic_and_unit_length(engine: Engine, sample_queries: list[Path]) -> None:
-    embedder = engine._get_embedder()
+    embedder = engine.featurizer.embedder
     image = Image.open(sample_queries[0])
     first, second = embedder.embed([image]), embedder.embed([image, Image.open(sample_queries[1])])
     np.testing.assert_allclose(first[0], second[0], atol=1e-5)

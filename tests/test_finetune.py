@@ -131,7 +131,7 @@ def test_engine_fine_tunes_and_queries_use_it(built_index: Path, tmp_path: Path,
         assert epochs == [1, 2, 3, 4, 5, 6]
         assert report.n_validation_products >= 2 and report.before is not None and report.after is not None
         assert (path / TUNING_DIR / "backbone.json").is_file()
-        assert "|tuned=" + report.fingerprint in engine.info()["embedder"]
+        assert engine.info()["embedder"]["tuning"] == report.fingerprint
         assert engine.info()["head"]["kind"] == "finetune"
         assert not np.allclose(engine.store.vectors_of([1], 1280)[1], before_vector)
         after_top1 = _top1(engine, sample_queries)
@@ -141,7 +141,7 @@ def test_engine_fine_tunes_and_queries_use_it(built_index: Path, tmp_path: Path,
         assert [h.id for h in reopened.search(sample_queries[0], k=3)] == [h.id for h in hits]
         assert reopened.remove_embedding() and not (path / TUNING_DIR).exists()
         np.testing.assert_allclose(reopened.store.vectors_of([1], 1280)[1], before_vector, atol=1e-5)
-        assert "tuned=" not in reopened.info()["embedder"]
+        assert reopened.info()["embedder"]["tuning"] is None
 
 
 def test_another_indexs_backbone_is_refused(built_index: Path, tmp_path: Path, sample_queries: list[Path]) -> None:

@@ -28,9 +28,10 @@ from lookalike.localize.mask import mask_box
 from lookalike.localize.matting import UNKNOWN, make_trimap
 from lookalike.localize.quantize import RECIPE, cached_int8_model, quantize_model, side_output_convs, synthetic_images
 from lookalike.localize.u2net import open_session, preprocess, u2netp_path
+from lookalike.samples import sample_dir
 from lookalike.settings import LocalizeSettings, Settings
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "grocery"
+SAMPLES = sample_dir()
 MILK = SAMPLES / "catalog" / "Milk" / "Arla-Standard-Milk_021.jpg"
 # Drawn by hand on the 348 x 348 photo: the carton held upright, cap at the top, cut by the
 # bottom edge; the hand and the fridge shelves around it are background.

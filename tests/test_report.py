@@ -31,9 +31,10 @@ from lookalike.evaluate.configs import (
 from lookalike.evaluate.datasets import from_manifest
 from lookalike.evaluate.harness import ConfigResult, QueryOutcome, evenly_spaced
 from lookalike.evaluate.report import Evaluation, worst_failures, write_report
+from lookalike.samples import sample_dir
 
 runner = CliRunner()
-MANIFEST = Path(__file__).resolve().parents[1] / "samples" / "grocery" / "manifest.csv"
+MANIFEST = sample_dir() / "manifest.csv"
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def test_results_json_holds_every_configuration(evaluated: tuple[Path, Path, str
     assert 0.0 <= baseline["retrieval"]["map"] <= 1.0
     assert baseline["latency_ms"]["total"]["n"] == 2  # the latency pass, not the 3 metric queries
     assert baseline["indexing"]["images_per_second"] > 0 and baseline["indexing"]["index_bytes"] > 0
-    assert results["configs"][1]["settings"]["rerank"]["mask_iou_weight"] == 0.3
+    assert results["configs"][1]["settings"]["rerank"]["mask_iou"]["weight"] == 0.3
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from lookalike.cli import app
 from lookalike.errors import SettingsError, UnknownNameError
 from lookalike.index import MetadataStore, NewItem
 from lookalike.localize import pack_silhouette
-from lookalike.rerank import Candidate, QueryContext, apply_chain, create_reranker
+from lookalike.rerank import Candidate, Needs, QueryContext, QueryData, apply_chain, create_reranker
 
 from .conftest import product_of
 
@@ -25,6 +25,7 @@ class _Fixed:
 
     def __init__(self, table: dict[int, float], weight: float, top_n: int = 10) -> None:
         self.name, self.table, self.weight, self.top_n = "fixed", table, weight, top_n
+        self.needs = Needs()
 
     def rescore(self, query: QueryContext, candidates: list[Candidate]) -> np.ndarray:
         return np.array([self.table[c.id] for c in candidates])
@@ -34,8 +35,8 @@ def _candidates() -> list[Candidate]:
     return [Candidate(i, s, {"vector": s}) for i, s in [(1, 0.9), (2, 0.85), (3, 0.8)]]
 
 
-def _context(store: object = None, blobs: dict[str, bytes] | None = None) -> QueryContext:
-    return QueryContext(np.zeros(4, np.float32), blobs or {}, store, 4)
+def _context(store: object = None, blobs: dict[str, bytes] | None = None) -> QueryData:
+    return QueryData(np.zeros(4, np.float32), blobs or {}, store, 4)
 
 
 def test_weight_zero_reproduces_the_plain_ranking() -> None:
@@ -71,7 +72,7 @@ def test_mask_iou_lifts_the_candidate_with_the_same_shape(tmp_path: Path) -> Non
             item = NewItem(name, None, name, np.zeros(4, np.float32), blobs={"silhouette": pack_silhouette(shape)})
             ids[name] = store.insert(db, item)
     settings = Settings().replace(
-        **{"localize.enabled": True, "rerank.chain": ["mask_iou"], "rerank.mask_iou_weight": 0.5}
+        **{"localize.enabled": True, "rerank.chain": ["mask_iou"], "rerank.mask_iou.weight": 0.5}
     )
     reranker = create_reranker("mask_iou", settings)
     candidates = [

@@ -10,7 +10,7 @@ from PIL import Image
 
 from lookalike import Engine, Settings
 from lookalike.index import MetadataStore, NewItem
-from lookalike.rerank import Candidate, QueryContext, apply_chain, create_reranker
+from lookalike.rerank import Candidate, QueryData, apply_chain, create_reranker
 from lookalike.rerank.diffusion import DiffusionMatrix, knn_affinity, normalise_graph, solve_diffusion
 from lookalike.rerank.query_expansion import expand_query
 from lookalike.rerank.sift import pack_features, unpack_features
@@ -45,11 +45,11 @@ def test_diffusion_follows_the_manifold_on_a_hand_checked_graph(tmp_path: Path) 
     store, ids = _store(tmp_path, vectors)
     settings = Settings().replace(
         **{
-            "rerank.diffusion_graph_k": 1,
-            "rerank.diffusion_alpha": 0.5,
-            "rerank.diffusion_query_k": 1,
-            "rerank.diffusion_weight": 1.0,
-            "rerank.diffusion_gamma": 1.0,
+            "rerank.diffusion.graph_k": 1,
+            "rerank.diffusion.alpha": 0.5,
+            "rerank.diffusion.query_k": 1,
+            "rerank.diffusion.weight": 1.0,
+            "rerank.diffusion.gamma": 1.0,
         }
     )
     reranker = create_reranker("diffusion", settings)
@@ -58,7 +58,7 @@ def test_diffusion_follows_the_manifold_on_a_hand_checked_graph(tmp_path: Path) 
     plain = [Candidate(i, float(v @ query), {"vector": float(v @ query)}) for i, v in zip(ids, vectors, strict=True)]
     plain.sort(key=lambda c: -c.score)
     assert [names[ids.index(c.id)] for c in plain] == ["A", "B", "C", "E", "D", "F"]
-    ranked = apply_chain([reranker], QueryContext(query, {}, store, 2), plain)
+    ranked = apply_chain([reranker], QueryData(query, {}, store, 2), plain)
     order = [names[ids.index(c.id)] for c in ranked]
     assert order[:4] == ["A", "B", "C", "D"] and set(order[4:]) == {"E", "F"}
     assert ranked[4].scores["diffusion"] == 0.0
@@ -103,14 +103,14 @@ def test_sift_lifts_a_rotated_and_scaled_copy_to_the_top(tmp_path: Path, samples
     )
     target = samples / "catalog" / "Oatghurt" / "Oatly-Natural-Oatghurt_001.jpg"
     catalog = [p for p in catalog if p != target] + [target]
-    settings = Settings().replace(**{"rerank.chain": ["sift"], "rerank.sift_weight": 0.5})
+    settings = Settings().replace(**{"rerank.chain": ["sift"], "rerank.sift.weight": 0.5})
     reranker = create_reranker("sift", settings)
     blobs = [reranker.describe(Image.open(p).convert("RGB")) for p in catalog]
     store, ids = _store(tmp_path, np.eye(len(catalog), 4, dtype=np.float32), blobs)
     # the vector search put the right product last among the candidates
     candidates = [Candidate(i, 0.9 - 0.01 * rank, {"vector": 0.9 - 0.01 * rank}) for rank, i in enumerate(ids)]
     query = reranker.describe(_rotated_and_scaled(target))
-    ranked = apply_chain([reranker], QueryContext(np.zeros(4), query, store, 4), candidates)
+    ranked = apply_chain([reranker], QueryData(np.zeros(4), query, store, 4), candidates)
     assert ranked[0].id == ids[-1] and ranked[0].scores["sift"] > 0.5
     assert sum(c.scores["sift"] > 0 for c in ranked[1:]) <= 1  # unrelated products rarely verify
     store.close()
@@ -136,3 +136,22 @@ def test_engine_runs_every_reranker_and_explains_each_hit(tmp_path: Path, sample
         assert {"sift_features", "rerank"} <= set(result.timings)
         engine.remove([result[0].id])  # the diffusion matrix follows the catalogue
         assert result[0].id not in [h.id for h in engine.search(query, k=30)]
+
+
+def test_search_by_id_hands_sift_the_query_keypoints(tmp_path: Path, samples: Path) -> None:
+    """A catalogue image searched by id carries its stored keypoints: its rotated copy verifies."""
+    target = samples / "catalog" / "Oatghurt" / "Oatly-Natural-Oatghurt_001.jpg"
+    copy = tmp_path / "copy" / "Oatly-Natural-Oatghurt_copy.jpg"
+    copy.parent.mkdir()
+    _rotated_and_scaled(target).save(copy, quality=92)
+    settings = Settings().replace(**{"rerank.chain": ["sift"]})
+    with Engine.create(tmp_path / "s.index", settings) as engine:
+        engine.add([samples / "catalog" / "Juice", samples / "catalog" / "Oatghurt"])
+        engine.add([copy], categories="Oatghurt")
+        by_id = engine.search_by_id(engine.find(target).id, k=5)
+        by_file = engine.search(target, k=5)
+    copy_id = next(hit for hit in by_file if hit.path == str(copy.resolve())).id
+    assert next(hit for hit in by_file if hit.id == copy_id).scores["sift"] > 0.5
+    match = next(hit for hit in by_id if hit.id == copy_id)
+    assert match.scores["sift"] > 0.5, "the stored query keypoints must reach the SIFT re-ranker"
+    assert "load" in by_id.timings

@@ -39,3 +39,28 @@ def test_corrupt_settings_file(tmp_path: Path) -> None:
     (tmp_path / "s.json").write_text("{not json")
     with pytest.raises(SettingsError, match=r"s\.json: not valid JSON"):
         Settings.from_json(tmp_path / "s.json")
+    (tmp_path / "list.json").write_text("[]")
+    with pytest.raises(SettingsError, match="settings must be a JSON object, got list"):
+        Settings.from_json(tmp_path / "list.json")
+
+
+def test_each_reranker_has_its_own_section_and_old_flat_names_still_read(tmp_path: Path) -> None:
+    settings = Settings().replace(**{"rerank.sift.weight": 0.5, "rerank.qe.neighbours": 3})
+    assert settings.rerank.sift.weight == 0.5 and settings.rerank.qe.neighbours == 3
+    assert settings.get("rerank.sift.weight") == 0.5
+    assert settings.to_dict()["rerank"]["diffusion"]["alpha"] == 0.99
+    # an index written before the sections existed, and the old dotted names
+    old = Settings().to_dict()
+    old["rerank"] = {"chain": ["sift"], "sift_weight": 0.7, "mask_iou_top_n": 10, "diffusion_alpha": 0.5}
+    (tmp_path / "old.json").write_text(__import__("json").dumps(old))
+    loaded = Settings.from_json(tmp_path / "old.json")
+    assert (loaded.rerank.sift.weight, loaded.rerank.mask_iou.top_n, loaded.rerank.diffusion.alpha) == (0.7, 10, 0.5)
+    assert Settings().replace(**{"rerank.mask_iou_weight": 0.3}).rerank.mask_iou.weight == 0.3
+    with pytest.raises(SettingsError, match=r"rerank.sift.ratio must be in \(0, 1\), got 2"):
+        Settings().replace(**{"rerank.sift.ratio": 2.0})
+    with pytest.raises(
+        SettingsError, match="unknown setting 'rerank.sift.colour'; expected one of: .*rerank.sift.top_n"
+    ):
+        Settings().replace(**{"rerank.sift.colour": 1})
+    with pytest.raises(SettingsError, match="unknown setting 'rerank.sift'"):
+        Settings().replace(**{"rerank.sift": 1})

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lookalike.errors import LookalikeError, SettingsError
+from lookalike.samples import sample_dir
 from lookalike.settings import Settings
 
 app = typer.Typer(
@@ -26,7 +27,7 @@ errors = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 IndexOption = Annotated[Path, typer.Option("--index", "-i", help="The index folder.")]
-REPO_SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "grocery"
+BUNDLED_SAMPLES = sample_dir()  # the sample catalogue inside the package (lookalike/samples/grocery)
 
 
 def friendly_errors(command: F) -> F:
@@ -47,12 +48,23 @@ def build_settings(settings_file: Path | None, assignments: list[str], **named: 
     """Settings from a JSON file (or defaults), then named options, then `--set key=value` pairs."""
     settings = Settings.from_json(settings_file) if settings_file else Settings()
     changes = {key: value for key, value in named.items() if value is not None}
+    changes.update(parse_assignments(assignments))
+    return settings.replace(**changes) if changes else settings
+
+
+def parse_assignments(assignments: list[str], section: str | None = None) -> dict[str, Any]:
+    """`--set key=value` pairs as {dotted key: value} (values read as JSON when they parse);
+    with `section`, every key must be in it and comes back without its prefix."""
+    example = f"{section}.<name>=value" if section else "section.name=value (e.g. embed.input_size=288)"
+    changes: dict[str, Any] = {}
     for assignment in assignments:
         key, sep, raw = assignment.partition("=")
-        if not sep:
-            raise SettingsError(f"--set expects key=value (e.g. embed.input_size=288), got {assignment!r}")
-        changes[key.strip()] = _parse_value(raw)
-    return settings.replace(**changes) if changes else settings
+        key = key.strip()
+        prefix, _, name = key.partition(".")
+        if not sep or not name or (section is not None and prefix != section):
+            raise SettingsError(f"--set expects {example}, got {assignment!r}")
+        changes[name if section else key] = _parse_value(raw)
+    return changes
 
 
 def _parse_value(raw: str) -> Any:
@@ -104,7 +116,7 @@ def index(
     localize: Annotated[bool | None, typer.Option("--localize/--no-localize", help="Cut the object out.")] = None,
     settings_file: Annotated[Path | None, typer.Option("--settings", help="Settings JSON file.")] = None,
     assign: Annotated[
-        list[str] | None, typer.Option("--set", help="Any setting: --set rerank.mask_iou_weight=0.3")
+        list[str] | None, typer.Option("--set", help="Any setting: --set rerank.mask_iou.weight=0.3")
     ] = None,
     rebuild: Annotated[bool, typer.Option(help="Delete the index and build it anew.")] = False,
 ) -> None:
@@ -244,7 +256,7 @@ def info(index_path: IndexOption, as_json: Annotated[bool, typer.Option("--json"
         f"[bold]{facts['path']}[/]: {facts['images']} images, {facts['dim']}-d vectors, "
         f"{facts['size_bytes'] / 1e6:.1f} MB on disk"
     )
-    console.print(f"embedder: {facts['embedder']}")
+    console.print(embedder_line(facts["embedder"]), highlight=False)
     if facts.get("vector_index"):
         console.print(vector_index_line(facts["settings"]["index"]["kind"], facts["vector_index"]), highlight=False)
     if "classifier" in facts:
@@ -254,6 +266,20 @@ def info(index_path: IndexOption, as_json: Annotated[bool, typer.Option("--json"
         table.add_row(name, str(count))
     console.print(table)
     console.print_json(json.dumps(facts["settings"]))
+
+
+def embedder_line(fingerprint: Any) -> str:
+    """What made the vectors, from the index's recorded fingerprint."""
+    if not isinstance(fingerprint, dict):
+        return f"embedder: {fingerprint}"
+    parts = [f"embedder: {fingerprint['embedder']}"]
+    if fingerprint.get("tuning"):
+        parts.append(f"fine-tuned backbone {fingerprint['tuning']}")
+    if fingerprint.get("localizer"):
+        parts.append(f"localised ({fingerprint['features']} features)")
+    if fingerprint.get("transform"):
+        parts.append(f"{fingerprint['transform']['kind']} transform {fingerprint['transform']['fingerprint']}")
+    return "; ".join(parts)
 
 
 def vector_index_line(kind: str, partitions: dict[str, dict[str, Any]]) -> str:
@@ -302,7 +328,7 @@ def train_classifier(
     from lookalike.classify.plots import save_training_figures
     from lookalike.pipeline import Engine
 
-    changes = _classify_changes(assign or [])
+    changes = parse_assignments(assign or [], "classify")
     with Engine.open(index_path) as engine:
         result = engine.train_classifier(kind, **{"seed": seed, "augment_copies": augment, **changes})
         figures = save_training_figures(result, out or engine.path / CLASSIFIER_DIR)
@@ -313,19 +339,6 @@ def train_classifier(
     _print_classification_report(result)
     for name, path in figures.items():
         console.print(f"{name}: {_short_path(str(path))}")
-
-
-def _classify_changes(assignments: list[str]) -> dict[str, Any]:
-    changes = {}
-    for assignment in assignments:
-        key, sep, raw = assignment.partition("=")
-        section, _, name = key.strip().partition(".")
-        if not sep or section != "classify" or not name:
-            raise SettingsError(
-                f"--set expects classify.<name>=value (e.g. classify.max_epochs=100), got {assignment!r}"
-            )
-        changes[name] = _parse_value(raw)
-    return changes
 
 
 def _print_classification_report(result: Any) -> None:
@@ -460,13 +473,7 @@ def rebuild(
     growth (quantisers re-trained for the new size), or to purge deleted entries."""
     from lookalike.pipeline import Engine
 
-    changes = {}
-    for assignment in assign or []:
-        key, sep, raw = assignment.partition("=")
-        section, _, name = key.strip().partition(".")
-        if not sep or section != "index" or not name:
-            raise SettingsError(f"--set expects index.<name>=value (e.g. index.nprobe=32), got {assignment!r}")
-        changes[name] = _parse_value(raw)
+    changes = parse_assignments(assign or [], "index")
     with Engine.open(index_path) as engine:
         report = engine.rebuild(kind, **changes)
     console.print(f"rebuilt {report['vectors']} vectors as {report['kind']} in {report['seconds']:.1f} s")
@@ -482,7 +489,7 @@ def rebuild(
 @app.command()
 @friendly_errors
 def demo(
-    samples: Annotated[Path, typer.Option(help="Sample data: catalog/ and queries/ folders.")] = REPO_SAMPLES,
+    samples: Annotated[Path, typer.Option(help="Sample data: catalog/ and queries/ folders.")] = BUNDLED_SAMPLES,
     index_path: Annotated[
         Path | None, typer.Option("--index", help="Where to build the index (default: temporary).")
     ] = None,

@@ -136,39 +136,90 @@ class IndexSettings:
 
 
 @dataclass(frozen=True)
-class RerankSettings:
-    """Re-rankers applied to the top of the vector search, in order."""
+class MaskIoUSettings:
+    """Silhouette IoU (shape) re-ranking; needs localisation."""
 
-    chain: tuple[str, ...] = ()  # names from lookalike.rerank: mask_iou, qe, diffusion, sift
-    mask_iou_top_n: int = 50
-    mask_iou_weight: float = 0.2
-    qe_top_n: int = 100  # candidates re-scored with the expanded query
-    qe_neighbours: int = 5  # top results averaged into the query
-    qe_alpha: float = 3.0  # weight of each neighbour = similarity ** alpha
-    qe_weight: float = 0.5
-    diffusion_top_n: int = 100
-    diffusion_weight: float = 0.5
-    diffusion_graph_k: int = 30  # neighbours per catalogue image in the kNN graph
-    diffusion_query_k: int = 10  # the query's neighbours that seed the diffusion
-    diffusion_alpha: float = 0.99
-    diffusion_gamma: float = 3.0  # similarities are raised to this power
-    diffusion_keep: int = 200  # entries kept per row of the precomputed diffusion matrix
-    sift_top_n: int = 20
-    sift_weight: float = 0.3
-    sift_max_keypoints: int = 256
-    sift_ratio: float = 0.8  # Lowe's ratio test
-    sift_min_inliers: int = 6  # fewer RANSAC inliers count as no match
-    sift_full_inliers: int = 30  # this many inliers or more score 1.0
+    top_n: int = 50
+    weight: float = 0.2
 
     def validate(self) -> None:
-        for name in ("mask_iou", "qe", "diffusion", "sift"):
-            top_n, weight = getattr(self, f"{name}_top_n"), getattr(self, f"{name}_weight")
-            _check(top_n >= 1, f"rerank.{name}_top_n must be >= 1, got {top_n}")
-            _check(0.0 <= weight <= 1.0, f"rerank.{name}_weight must be in [0, 1], got {weight}")
-        alpha = self.diffusion_alpha
-        _check(0.0 < alpha < 1.0, f"rerank.diffusion_alpha must be in (0, 1), got {alpha}")
-        _check(0.0 < self.sift_ratio < 1.0, f"rerank.sift_ratio must be in (0, 1), got {self.sift_ratio}")
-        _check(self.sift_full_inliers > self.sift_min_inliers, "rerank.sift_full_inliers must exceed sift_min_inliers")
+        _check_rerank("mask_iou", self.top_n, self.weight)
+
+
+@dataclass(frozen=True)
+class QueryExpansionSettings:
+    """Alpha query expansion."""
+
+    top_n: int = 100  # candidates re-scored with the expanded query
+    weight: float = 0.5
+    neighbours: int = 5  # top results averaged into the query
+    alpha: float = 3.0  # weight of each neighbour = similarity ** alpha
+
+    def validate(self) -> None:
+        _check_rerank("qe", self.top_n, self.weight)
+        _check(self.neighbours >= 1, f"rerank.qe.neighbours must be >= 1, got {self.neighbours}")
+
+
+@dataclass(frozen=True)
+class DiffusionSettings:
+    """Diffusion over the catalogue's kNN graph."""
+
+    top_n: int = 100
+    weight: float = 0.5
+    graph_k: int = 30  # neighbours per catalogue image in the kNN graph
+    query_k: int = 10  # the query's neighbours that seed the diffusion
+    alpha: float = 0.99
+    gamma: float = 3.0  # similarities are raised to this power
+    keep: int = 200  # entries kept per row of the precomputed diffusion matrix
+
+    def validate(self) -> None:
+        _check_rerank("diffusion", self.top_n, self.weight)
+        _check(0.0 < self.alpha < 1.0, f"rerank.diffusion.alpha must be in (0, 1), got {self.alpha}")
+        _check(self.graph_k >= 1, f"rerank.diffusion.graph_k must be >= 1, got {self.graph_k}")
+        _check(self.query_k >= 1, f"rerank.diffusion.query_k must be >= 1, got {self.query_k}")
+        _check(self.keep >= 1, f"rerank.diffusion.keep must be >= 1, got {self.keep}")
+
+
+@dataclass(frozen=True)
+class SiftSettings:
+    """SIFT geometric verification."""
+
+    top_n: int = 20
+    weight: float = 0.3
+    max_keypoints: int = 256
+    ratio: float = 0.8  # Lowe's ratio test
+    min_inliers: int = 6  # fewer RANSAC inliers count as no match
+    full_inliers: int = 30  # this many inliers or more score 1.0
+
+    def validate(self) -> None:
+        _check_rerank("sift", self.top_n, self.weight)
+        _check(0.0 < self.ratio < 1.0, f"rerank.sift.ratio must be in (0, 1), got {self.ratio}")
+        _check(self.full_inliers > self.min_inliers, "rerank.sift.full_inliers must exceed rerank.sift.min_inliers")
+
+
+@dataclass(frozen=True)
+class RerankSettings:
+    """Re-rankers applied to the top of the vector search, in `chain` order; one section each.
+
+    A new re-ranker adds its own settings class and one field here, named as it is registered.
+    """
+
+    chain: tuple[str, ...] = ()  # names from lookalike.rerank: mask_iou, qe, diffusion, sift
+    mask_iou: MaskIoUSettings = field(default_factory=MaskIoUSettings)
+    qe: QueryExpansionSettings = field(default_factory=QueryExpansionSettings)
+    diffusion: DiffusionSettings = field(default_factory=DiffusionSettings)
+    sift: SiftSettings = field(default_factory=SiftSettings)
+
+    def validate(self) -> None:
+        for section in fields(self):
+            value = getattr(self, section.name)
+            if dataclasses.is_dataclass(value):
+                value.validate()  # type: ignore[attr-defined]
+
+
+def _check_rerank(name: str, top_n: int, weight: float) -> None:
+    _check(top_n >= 1, f"rerank.{name}.top_n must be >= 1, got {top_n}")
+    _check(0.0 <= weight <= 1.0, f"rerank.{name}.weight must be in [0, 1], got {weight}")
 
 
 @dataclass(frozen=True)
@@ -261,8 +312,8 @@ class HeadSettings:
     seed: int = 0
 
     def validate(self) -> None:
-        kinds = ("pca", "supervised", "linear", "mlp", "finetune")
-        _check(self.kind in kinds, f"head.kind must be one of {', '.join(kinds)}, got {self.kind!r}")
+        # "finetune", or a registered transform kind: checked against the registry when training starts
+        _check(bool(self.kind) and self.kind.isidentifier(), f"head.kind must be a kind's name, got {self.kind!r}")
         _check(self.dim >= 0, f"head.dim must be >= 0 (0 = keep the input's), got {self.dim}")
         _check(0.0 <= self.shrinkage <= 1.0, f"head.shrinkage must be in [0, 1], got {self.shrinkage}")
         _check(self.label in ("category", "item"), f"head.label must be 'category' or 'item', got {self.label!r}")
@@ -314,10 +365,14 @@ class Settings:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Settings:
+        if not isinstance(data, dict):
+            raise SettingsError(f"settings must be a JSON object, got {type(data).__name__}: {data!r:.60}")
         data = dict(data)
         version = data.pop("version", SETTINGS_VERSION)
         if version != SETTINGS_VERSION:
             raise SettingsError(f"settings version {version} is not supported (expected {SETTINGS_VERSION})")
+        if isinstance(data.get("rerank"), dict):
+            data["rerank"] = _nest_legacy_rerank(data["rerank"])
         return _build(cls, data, "settings")
 
     def to_json(self, path: str | Path) -> None:
@@ -332,14 +387,27 @@ class Settings:
         return cls.from_dict(data)
 
     def replace(self, **dotted: Any) -> Settings:
-        """A copy with some values changed, by dotted name: `replace(**{"embed.model": "x"})`."""
+        """A copy with some values changed, by dotted name: `replace(**{"embed.model": "x"})`,
+        `replace(**{"rerank.sift.weight": 0.5})`."""
         data = self.to_dict()
         for key, value in dotted.items():
-            section, _, name = key.partition(".")
-            if section not in data or not isinstance(data[section], dict) or name not in data[section]:
+            *parents, name = _canonical_key(key).split(".")
+            section: Any = data
+            for part in parents:
+                section = section.get(part) if isinstance(section, dict) else None
+            if not parents or not isinstance(section, dict) or name not in section or isinstance(section[name], dict):
                 raise SettingsError(f"unknown setting {key!r}; expected one of: {', '.join(_all_keys(self))}")
-            data[section][name] = value
+            section[name] = value
         return Settings.from_dict(data)
+
+    def get(self, key: str) -> Any:
+        """One value by dotted name (`settings.get("rerank.sift.top_n")`)."""
+        value: Any = self
+        for part in _canonical_key(key).split("."):
+            if not dataclasses.is_dataclass(value) or part not in {f.name for f in fields(value)}:
+                raise SettingsError(f"unknown setting {key!r}; expected one of: {', '.join(_all_keys(self))}")
+            value = getattr(value, part)
+        return value
 
 
 def _check(condition: bool, message: str) -> None:
@@ -347,8 +415,44 @@ def _check(condition: bool, message: str) -> None:
         raise SettingsError(message)
 
 
-def _all_keys(settings: Settings) -> list[str]:
-    return [f"{s.name}.{f.name}" for s in fields(settings) for f in fields(getattr(settings, s.name))]
+def _all_keys(settings: Any, prefix: str = "") -> list[str]:
+    keys = []
+    for item in fields(settings):
+        value = getattr(settings, item.name)
+        if dataclasses.is_dataclass(value):
+            keys += _all_keys(value, f"{prefix}{item.name}.")
+        else:
+            keys.append(f"{prefix}{item.name}")
+    return keys
+
+
+def _legacy_rerank_name(key: str) -> tuple[str, str] | None:
+    """("sift", "weight") for the flat name "sift_weight" used before re-rankers had sections."""
+    for section in fields(RerankSettings):
+        if dataclasses.is_dataclass(section.default_factory) and key.startswith(section.name + "_"):  # type: ignore[arg-type]
+            leaf = key[len(section.name) + 1 :]
+            if leaf in {f.name for f in fields(section.default_factory)}:  # type: ignore[arg-type]
+                return section.name, leaf
+    return None
+
+
+def _canonical_key(key: str) -> str:
+    """Dotted names as they are now: the old "rerank.sift_weight" is "rerank.sift.weight"."""
+    section, _, name = key.strip().partition(".")
+    legacy = _legacy_rerank_name(name) if section == "rerank" else None
+    return f"rerank.{legacy[0]}.{legacy[1]}" if legacy else key.strip()
+
+
+def _nest_legacy_rerank(section: dict[str, Any]) -> dict[str, Any]:
+    """A rerank section written with flat names (settings.json of older indexes) in today's shape."""
+    nested: dict[str, Any] = {}
+    for key, value in section.items():
+        legacy = _legacy_rerank_name(key)
+        if legacy is None:
+            nested[key] = dict(value) if isinstance(value, dict) else value
+        else:
+            nested.setdefault(legacy[0], {})[legacy[1]] = value
+    return nested
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:

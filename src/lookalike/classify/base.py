@@ -17,9 +17,10 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import ArrayLike
 
+from lookalike._estimator import check_is_fitted
 from lookalike._files import read_component
 from lookalike._registry import Registry
-from lookalike.errors import IndexMismatchError, LookalikeError, NotFittedError, SettingsError
+from lookalike.errors import IndexMismatchError, LookalikeError, SettingsError
 from lookalike.settings import ClassifySettings, Settings
 
 MODEL_FILE = "classifier.json"
@@ -30,11 +31,11 @@ SHRINK_SAMPLES = 10  # pseudo-samples pulling each feature's variance towards th
 
 @runtime_checkable
 class Classifier(Protocol):
-    """Predicts a category from a feature vector."""
+    """Predicts a category from a feature vector; `fit` sets `classes_` (the labels, in the order of
+    `predict_proba`'s columns) and the other learned attributes ending in "_"."""
 
     kind: str
     settings: ClassifySettings
-    classes_: np.ndarray
 
     def fit(self, X: ArrayLike, y: ArrayLike, *, validation: tuple[ArrayLike, ArrayLike] | None = None) -> Any: ...
 
@@ -71,13 +72,10 @@ class FittedMixin:
     """`classes_`-based fitted check and `predict`, shared by every classifier."""
 
     kind: str
+    _estimator_type = "classifier"  # messages name it "this <kind> classifier"
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "classes_"):
-            raise NotFittedError(
-                f"this {self.kind} classifier is not fitted yet: call fit(X, y) first, "
-                "or load a trained one with load_classifier(folder)"
-            )
+        check_is_fitted(self, "classes_", hint="load a trained one with load_classifier(folder)")
 
     def _check_features(self, X: ArrayLike) -> np.ndarray:
         self._check_fitted()
@@ -153,8 +151,7 @@ def json_labels(classes: Sequence[Any]) -> list[Any]:
 
 def save_classifier(classifier: Classifier, folder: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
     """Write `classifier.json` (kind, settings, classes, facts) and `weights.npz` into `folder`."""
-    if not hasattr(classifier, "classes_"):
-        raise NotFittedError(f"cannot save an unfitted {classifier.kind} classifier: call fit(X, y) first")
+    check_is_fitted(classifier, "classes_", action="save")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     facts, arrays = classifier.state()

@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from lookalike._estimator import check_is_fitted
 from lookalike._files import read_component
-from lookalike.errors import IndexMismatchError, LookalikeError, NotFittedError
+from lookalike.errors import IndexMismatchError, LookalikeError
 from lookalike.settings import HeadSettings
 
 TUNING_DIR = "backbone"
@@ -262,8 +263,7 @@ class BackboneTuner:
 
     def vectors(self, maps: np.ndarray) -> np.ndarray:
         """Unit vectors of cached maps (the unmirrored image) through the fitted tail."""
-        if not hasattr(self, "tuning_"):
-            raise NotFittedError("this BackboneTuner is not fitted yet: call fit(maps, labels, ...) first")
+        check_is_fitted(self, "tuning_")
         return tail_vectors(self.tail_, maps)
 
 
@@ -446,3 +446,26 @@ def fit_tuning(
             maps[everyone], names[everyone], network=copy.deepcopy(pristine), epochs=tuner.best_epoch_, **context
         )
     return tuner.tuning_, facts
+
+
+def tune_on_files(
+    pristine: Any,
+    paths: Sequence[str],
+    labels: Sequence[str | None],
+    settings: HeadSettings,
+    progress: EpochCallback | None = None,
+) -> tuple[BackboneTuning, Any]:
+    """Fine-tune `pristine` (an embedder with the pretrained weights) on image files and their
+    product labels: the frozen stages' maps are computed once, then the tail is trained.
+    Returns the tuning and its `EmbeddingReport` (seconds left for the caller to fill)."""
+    from lookalike.embed.train import EmbeddingReport
+    from lookalike.io.images import load_image
+
+    first = tail_start(pristine.network(), settings.finetune_stages)
+    maps = images_maps(pristine, lambda a, b: [load_image(p) for p in paths[a:b]], len(paths), first)
+    tuning, facts = fit_tuning(pristine, maps, labels, settings, progress)
+    del maps
+    report = EmbeddingReport(
+        kind="finetune", fingerprint=tuning.fingerprint(), dim=pristine.dim, n_images=len(paths), **facts
+    )
+    return tuning, report

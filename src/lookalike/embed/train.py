@@ -12,15 +12,14 @@ Products with 2+ images are split, seeded, into training and held-out products
 trained head, and the before/after report on products the transform never saw. The transform
 kept is the one trained on the training products only.
 
-The index then records the transform: its files in `<index>/head/` (transform.json +
-weights.npz), its fingerprint appended to the embedder's in the index's meta, and the new
-vectors; query vectors get the same transform, and an index whose head files do not match the
-fingerprint its vectors were made with is refused.
+The engine then installs it through a new `lookalike.featurizer.Featurizer`: its files in
+`<index>/head/` (transform.json + weights.npz), its fingerprint in the featurizer's, and the new
+vectors written through the store's own API; query vectors get the same transform, and an index
+whose head files do not match the fingerprint its vectors were made with is refused.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Callable, Mapping
@@ -36,8 +35,6 @@ from lookalike.errors import IndexMismatchError, LookalikeError
 from lookalike.settings import HeadSettings
 
 HEAD_DIR = "head"
-HEAD_MARK = "||head="
-TUNED_MARK = "|tuned="  # an embedder fingerprint with a fine-tuned backbone (lookalike.embed.finetune)
 RAW_BLOB = "raw"
 EVAL_KS = (1, 5, 10)
 
@@ -65,6 +62,16 @@ class EmbeddingReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def check_kind(kind: str) -> None:
+    """An unknown transform kind fails here, listing the valid ones (and "finetune")."""
+    from lookalike.embed.transform import available_transforms
+    from lookalike.errors import UnknownNameError
+
+    if kind not in available_transforms():
+        names = ", ".join(["finetune", *available_transforms()])
+        raise UnknownNameError(f"Unknown embedding kind {kind!r}; expected one of: {names}")
 
 
 # -- reading the index
@@ -193,29 +200,7 @@ def _fit(
     return transform.fit(*data)
 
 
-# -- writing the index
-
-
-def rewrite_vectors(
-    store: Any, ids: np.ndarray, vectors: np.ndarray, raw: np.ndarray | None, meta: dict[str, Any]
-) -> None:
-    """One transaction: new vectors, the raw blobs (kept with a transform, dropped without) and meta."""
-    with store.transaction() as db:
-        updates = [(_bytes(vector), int(i)) for i, vector in zip(ids, vectors, strict=True)]
-        db.executemany("UPDATE items SET vector = ? WHERE id = ?", updates)
-        if raw is None:
-            db.execute("DELETE FROM blobs WHERE name = ?", (RAW_BLOB,))
-        else:
-            db.executemany(
-                "INSERT OR REPLACE INTO blobs (item_id, name, data) VALUES (?, ?, ?)",
-                [(int(i), RAW_BLOB, _bytes(r)) for i, r in zip(ids, raw, strict=True)],
-            )
-        for key, value in meta.items():
-            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))
-
-
-def _bytes(vector: np.ndarray) -> bytes:
-    return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+# -- the index's head folder
 
 
 def install_head(index: Path, transform: VectorTransform | None, extra: dict[str, Any] | None = None) -> None:
@@ -242,39 +227,6 @@ def load_index_transform(index: Path) -> VectorTransform | None:
     """The transform in `<index>/head/`, or None when the index has none."""
     folder = index / HEAD_DIR
     return load_transform(folder) if folder.exists() else None
-
-
-def base_fingerprint(fingerprint: str) -> str:
-    """The embedder (and localiser) part of an index fingerprint, without the head."""
-    return fingerprint.split(HEAD_MARK)[0]
-
-
-def with_head(fingerprint: str, transform: VectorTransform | None) -> str:
-    return fingerprint if transform is None else f"{fingerprint}{HEAD_MARK}{transform.kind}:{transform.fingerprint()}"
-
-
-def mismatch_message(index: Path, stored: str, current: str) -> str:
-    """Why the index's vectors and today's models do not mix, and what to do about it."""
-    if base_fingerprint(stored) == base_fingerprint(current):
-        made = stored.partition(HEAD_MARK)[2] or "no head"
-        here = current.partition(HEAD_MARK)[2] or "no head"
-        return (
-            f"{index}: its vectors were made with the embedding head {made}, but {index / HEAD_DIR} holds {here}; "
-            "vectors of different heads cannot be compared: run `lookalike train-embedding` again "
-            "(or restore the head folder that built the index)"
-        )
-    if TUNED_MARK in stored or TUNED_MARK in current:
-        made = stored.partition(TUNED_MARK)[2].split("|")[0] or "none"
-        here = current.partition(TUNED_MARK)[2].split("|")[0] or "none"
-        return (
-            f"{index}: its vectors were made with the fine-tuned backbone {made}, but {index / 'backbone'} holds "
-            f"{here}; vectors of different backbones cannot be compared: run `lookalike train-embedding "
-            "--kind finetune` again (or restore the backbone folder that built the index)"
-        )
-    return (
-        f"{index}: built with embedder {stored!r} but the installed model is {current!r}; "
-        "its vectors cannot be compared: rebuild the index (CLI: --rebuild)"
-    )
 
 
 def report_from(transform: VectorTransform, facts: dict[str, Any], n_images: int, seconds: float) -> EmbeddingReport:

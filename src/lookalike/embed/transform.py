@@ -21,9 +21,10 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import ArrayLike
 
+from lookalike._estimator import check_is_fitted
 from lookalike._files import read_component
 from lookalike._registry import Registry
-from lookalike.errors import IndexMismatchError, LookalikeError, NotFittedError, SettingsError
+from lookalike.errors import IndexMismatchError, LookalikeError, SettingsError
 from lookalike.settings import HeadSettings, Settings
 
 MODEL_FILE = "transform.json"
@@ -76,13 +77,10 @@ class FittedTransform:
 
     kind: str
     settings: HeadSettings
+    _estimator_type = "transform"  # messages name it "this <kind> transform"
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "dim_"):
-            raise NotFittedError(
-                f"this {self.kind} transform is not fitted yet: call fit(X, y) first, "
-                "or load a trained one with load_transform(folder)"
-            )
+        check_is_fitted(self, "dim_", hint="load a trained one with load_transform(folder)")
 
     def _check_vectors(self, X: ArrayLike) -> np.ndarray:
         self._check_fitted()
@@ -160,8 +158,7 @@ def output_dim(settings: HeadSettings, n_features: int) -> int:
 
 def save_transform(transform: VectorTransform, folder: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
     """Write `transform.json` (kind, settings, fingerprint, facts) and `weights.npz` into `folder`."""
-    if not hasattr(transform, "dim_"):
-        raise NotFittedError(f"cannot save an unfitted {transform.kind} transform: call fit(X, y) first")
+    check_is_fitted(transform, "dim_", action="save")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     facts, arrays = transform.state()

@@ -39,7 +39,7 @@ from lookalike.index.ann_params import (
     choose_params,
     min_vectors,
 )
-from lookalike.index.base import INDEX_KINDS, check_ids, check_vectors
+from lookalike.index.base import INDEX_KINDS, IndexCapabilities, check_ids, check_vectors
 from lookalike.index.flat import FlatIndex
 from lookalike.settings import IndexSettings
 
@@ -86,6 +86,11 @@ class AnnIndex:
     def quantized(self) -> bool:
         """True when scores come from compressed codes and should be re-computed exactly."""
         return isinstance(self._stage, _Graph | _Ivf) and self._stage.params.quantized
+
+    @property
+    def capabilities(self) -> IndexCapabilities:
+        graph = isinstance(self._stage, _Graph)
+        return IndexCapabilities(exact=not self.approximate, exact_scores=not self.quantized, deletes=not graph)
 
     @property
     def params(self) -> AnnParams | None:

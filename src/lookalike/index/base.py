@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -12,15 +13,39 @@ from lookalike.errors import IndexMismatchError
 from lookalike.settings import IndexSettings
 
 
+@dataclass(frozen=True)
+class IndexCapabilities:
+    """What a vector index says of itself now (an approximate kind starts exact, then is built):
+
+    - `exact`: a search returns the true top k; otherwise the engine fetches a longer shortlist;
+    - `exact_scores`: its scores are true inner products; otherwise (compressed codes) the engine
+      re-computes the shortlist's scores from the stored full vectors;
+    - `deletes`: removed vectors are freed at once; otherwise they are hidden until a rebuild.
+    """
+
+    exact: bool = True
+    exact_scores: bool = True
+    deletes: bool = True
+
+
 @runtime_checkable
 class VectorIndex(Protocol):
     """Inner-product search over L2-normalised vectors with int64 ids.
 
     `search` returns (scores, ids), both (n_queries, k); missing results have id -1 and score -inf.
+    `capabilities` declares what callers may rely on; `expect(size)` announces a bulk load's final
+    size (tunables and training samples then fit it); `describe()` gives the facts `info` shows.
     """
 
     kind: str
     dim: int
+
+    @property
+    def capabilities(self) -> IndexCapabilities: ...
+
+    def expect(self, size: int) -> None: ...
+
+    def describe(self) -> dict[str, Any]: ...
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from lookalike.index.base import INDEX_KINDS, check_ids, check_vectors
+from lookalike.index.base import INDEX_KINDS, IndexCapabilities, check_ids, check_vectors
 from lookalike.settings import IndexSettings
 
 
@@ -15,6 +15,7 @@ class FlatIndex:
     """Brute-force inner product; supports removal; exact."""
 
     kind = "flat"
+    capabilities = IndexCapabilities(exact=True, exact_scores=True, deletes=True)
 
     def __init__(self, dim: int, faiss_index: Any = None) -> None:
         import faiss
@@ -42,6 +43,12 @@ class FlatIndex:
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
+
+    def expect(self, size: int) -> None:
+        """Nothing to prepare: brute force needs no tunables."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "vectors": len(self), "state": "exact"}
 
     def save(self, path: Path) -> None:
         import faiss

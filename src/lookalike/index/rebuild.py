@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from lookalike.index.base import create_index
@@ -23,8 +24,7 @@ def build_from_store(store: MetadataStore, settings: IndexSettings, dim: int) ->
         sizes[key] = sizes.get(key, 0) + count
     for key, size in sizes.items():
         partition = create_index(settings.kind, dim, settings)
-        if hasattr(partition, "expect"):
-            partition.expect(size)
+        partition.expect(size)
         index.partitions[key] = partition
     for ids, vectors, categories in store.vectors(dim):
         index.add(ids, vectors, categories)
@@ -33,21 +33,17 @@ def build_from_store(store: MetadataStore, settings: IndexSettings, dim: int) ->
 
 def describe_partitions(index: PartitionedIndex) -> dict[str, dict[str, Any]]:
     """Per partition: kind, vectors, state (exact or approximate, and why), tunables, tombstones."""
-    return {key: describe(partition) for key, partition in sorted(index.partitions.items())}
+    return {key: dict(partition.describe()) for key, partition in sorted(index.partitions.items())}
 
 
-def describe(partition: Any) -> dict[str, Any]:
-    if hasattr(partition, "describe"):
-        return dict(partition.describe())
-    return {"kind": partition.kind, "vectors": len(partition), "state": "exact"}
+@dataclass(frozen=True)
+class SearchPlan:
+    approximate: bool  # fetch a longer shortlist
+    rescore: bool  # re-compute the shortlist's scores from the full vectors
 
 
-def search_plan(index: PartitionedIndex, keys: list[str] | None = None) -> tuple[bool, bool]:
-    """(approximate, quantized) over the partitions a search visits (all when keys is None).
-
-    approximate: fetch a longer shortlist; quantized: re-compute its scores from the full vectors.
-    """
+def search_plan(index: PartitionedIndex, keys: list[str] | None = None) -> SearchPlan:
+    """What a search over these partitions (all when keys is None) must do, from their declared capabilities."""
     partitions = index.partitions.values() if keys is None else [index.partitions.get(k) for k in keys]
-    visited = [p for p in partitions if p is not None]
-    approximate = any(getattr(p, "approximate", False) for p in visited)
-    return approximate, any(getattr(p, "quantized", False) for p in visited)
+    declared = [p.capabilities for p in partitions if p is not None]
+    return SearchPlan(approximate=any(not c.exact for c in declared), rescore=any(not c.exact_scores for c in declared))

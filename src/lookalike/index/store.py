@@ -126,7 +126,7 @@ class MetadataStore:
                 item.content_hash,
                 time.time(),
                 json.dumps(item.extra),
-                np.ascontiguousarray(item.vector, dtype=np.float32).tobytes(),
+                _vector_bytes(item.vector),
             ),
         )
         item_id = int(cursor.lastrowid or 0)
@@ -138,6 +138,32 @@ class MetadataStore:
 
     def delete(self, db: sqlite3.Connection, ids: Iterable[int]) -> None:
         db.executemany("DELETE FROM items WHERE id = ?", [(int(i),) for i in ids])
+
+    def rewrite_vectors(
+        self,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        *,
+        blob: str,
+        blob_rows: np.ndarray | None,
+        meta: dict[str, Any],
+    ) -> None:
+        """One transaction: every image's new vector, the blob `blob` of each (its rows; None deletes
+        the blob everywhere) and meta values. Used when a new embedding replaces the vectors."""
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE items SET vector = ? WHERE id = ?",
+                [(_vector_bytes(vector), int(i)) for i, vector in zip(ids, vectors, strict=True)],
+            )
+            if blob_rows is None:
+                db.execute("DELETE FROM blobs WHERE name = ?", (blob,))
+            else:
+                db.executemany(
+                    "INSERT OR REPLACE INTO blobs (item_id, name, data) VALUES (?, ?, ?)",
+                    [(int(i), blob, _vector_bytes(row)) for i, row in zip(ids, blob_rows, strict=True)],
+                )
+            for key, value in meta.items():
+                self._set_meta(key, value)
 
     # -- reads
     def get(self, item_id: int) -> Item | None:
@@ -164,11 +190,25 @@ class MetadataStore:
             ).fetchone()
         return None if row is None else _item(row)
 
-    def known_paths(self) -> dict[str, tuple[int, str]]:
-        """path -> (id, content hash) for every item."""
-        with self._lock:
-            rows = self._db.execute("SELECT path, id, content_hash FROM items").fetchall()
-        return {path: (item_id, digest) for path, item_id, digest in rows}
+    def known_paths(self, paths: Iterable[str] | None = None) -> dict[str, tuple[int, str]]:
+        """path -> (id, content hash) of the given paths that are indexed (every item's when None).
+
+        With paths, only those rows are read (by the unique index on path): the cost of a batch does
+        not grow with the catalogue.
+        """
+        if paths is None:
+            with self._lock:
+                rows = self._db.execute("SELECT path, id, content_hash FROM items").fetchall()
+            return {path: (item_id, digest) for path, item_id, digest in rows}
+        found: dict[str, tuple[int, str]] = {}
+        for chunk in _chunks(list(dict.fromkeys(paths)), 500):
+            marks = ",".join("?" * len(chunk))
+            with self._lock:
+                rows = self._db.execute(
+                    f"SELECT path, id, content_hash FROM items WHERE path IN ({marks})", chunk
+                ).fetchall()
+            found.update({path: (item_id, digest) for path, item_id, digest in rows})
+        return found
 
     def items(self, category: str | None = None, *, limit: int | None = None, offset: int = 0) -> list[Item]:
         query = "SELECT id, path, category, content_hash, added_at, extra FROM items"
@@ -226,6 +266,10 @@ class MetadataStore:
                 "SELECT category, COUNT(*) FROM items GROUP BY category ORDER BY category"
             ).fetchall()
         return {category: int(count) for category, count in rows}
+
+
+def _vector_bytes(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
 
 
 def _item(row: tuple[Any, ...]) -> Item:

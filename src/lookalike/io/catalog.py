@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lookalike.errors import LookalikeError
+from lookalike.errors import LookalikeError, SettingsError
 from lookalike.io.images import IMAGE_EXTENSIONS
 
 
@@ -86,3 +87,30 @@ def _entry(row: dict[str, str], base: Path) -> CatalogEntry:
         split=optional("split"),
         mask=base / mask if mask else None,
     )
+
+
+def entries_for(
+    paths: Iterable[str | Path | CatalogEntry],
+    categories: Sequence[str | None] | str | None = None,
+    *,
+    category_depth: int = 1,
+) -> list[CatalogEntry]:
+    """What `Engine.add` indexes: entries as given, files, and folders scanned with `scan_folder`.
+
+    `categories` is one category for everything, or one per path (None keeps a folder's sub-folder names).
+    """
+    items = list(paths)
+    if isinstance(categories, str) or categories is None:
+        labels: list[str | None] = [categories] * len(items)
+    else:
+        labels = list(categories)
+        if len(labels) != len(items):
+            raise SettingsError(f"expected one category per path ({len(items)}), got {len(labels)}")
+    entries: list[CatalogEntry] = []
+    for item, label in zip(items, labels, strict=True):
+        if isinstance(item, CatalogEntry):
+            entries.append(item if label is None else CatalogEntry(item.path, label, item.item))
+            continue
+        for entry in expand_paths([item], category_depth=category_depth):
+            entries.append(entry if label is None else CatalogEntry(entry.path, label))
+    return entries

@@ -6,22 +6,31 @@ from lookalike.rerank import query_expansion as _query_expansion  # noqa: F401
 from lookalike.rerank import sift as _sift  # noqa: F401
 from lookalike.rerank.base import (
     Candidate,
+    Needs,
     QueryContext,
+    QueryData,
     Reranker,
     apply_chain,
     available_rerankers,
     chain_depth,
     create_reranker,
+    needed_blobs,
     register_reranker,
 )
 
+RERANKERS_NAMES = available_rerankers()
+
 __all__ = [
+    "RERANKERS_NAMES",
     "Candidate",
+    "Needs",
     "QueryContext",
+    "QueryData",
     "Reranker",
     "apply_chain",
     "available_rerankers",
     "chain_depth",
     "create_reranker",
+    "needed_blobs",
     "register_reranker",
 ]

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from lookalike.rerank.base import Candidate, QueryContext, register_reranker
+from lookalike.rerank.base import Candidate, Needs, QueryContext, register_reranker
 from lookalike.settings import Settings
 
 FOLDER = "diffusion"
@@ -26,12 +26,13 @@ BLOCK = 512  # columns solved at once: memory is n x BLOCK floats
 @register_reranker("diffusion")
 class DiffusionReranker:
     name = "diffusion"
+    needs = Needs(catalogue=True)
 
     def __init__(self, settings: Settings) -> None:
-        rerank = settings.rerank
-        self.top_n, self.weight = rerank.diffusion_top_n, rerank.diffusion_weight
-        self.graph_k, self.query_k = rerank.diffusion_graph_k, rerank.diffusion_query_k
-        self.alpha, self.gamma, self.keep = rerank.diffusion_alpha, rerank.diffusion_gamma, rerank.diffusion_keep
+        own = settings.rerank.diffusion
+        self.top_n, self.weight = own.top_n, own.weight
+        self.graph_k, self.query_k = own.graph_k, own.query_k
+        self.alpha, self.gamma, self.keep = own.alpha, own.gamma, own.keep
         self._matrix: DiffusionMatrix | None = None
         self._folder: Path | None = None
 

@@ -1,6 +1,6 @@
 """Alpha query expansion (Radenovic et al.): the query averaged with its best neighbours.
 
-The expanded query q' = normalise(q + sum_i s_i^alpha x_i) over the top `qe_neighbours` results;
+The expanded query q' = normalise(q + sum_i s_i^alpha x_i) over the top `rerank.qe.neighbours` results;
 the top N candidates are re-scored by their similarity to q'. Cheaper than diffusion: no offline
 work, one small matrix product online.
 """
@@ -11,22 +11,21 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lookalike.rerank.base import Candidate, QueryContext, register_reranker
+from lookalike.rerank.base import Candidate, Needs, QueryContext, register_reranker
 from lookalike.settings import Settings
 
 
 @register_reranker("qe")
 class QueryExpansionReranker:
     name = "qe"
+    needs = Needs(vectors=True)
 
     def __init__(self, settings: Settings) -> None:
-        self.top_n = settings.rerank.qe_top_n
-        self.weight = settings.rerank.qe_weight
-        self.neighbours = settings.rerank.qe_neighbours
-        self.alpha = settings.rerank.qe_alpha
+        own = settings.rerank.qe
+        self.top_n, self.weight, self.neighbours, self.alpha = own.top_n, own.weight, own.neighbours, own.alpha
 
     def rescore(self, query: QueryContext, candidates: Sequence[Candidate]) -> np.ndarray:
-        stored = query.store.vectors_of([c.id for c in candidates], query.dim)
+        stored = query.stored.vectors([c.id for c in candidates])
         vectors = np.stack([stored[c.id] for c in candidates])
         expanded = expand_query(query.vector, vectors[: self.neighbours], self.alpha)
         return np.clip(vectors @ expanded, 0.0, 1.0)

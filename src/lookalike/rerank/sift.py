@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from lookalike.rerank.base import Candidate, QueryContext, register_reranker
+from lookalike.rerank.base import Candidate, Needs, QueryContext, register_reranker
 from lookalike.settings import Settings
 
 BLOB = "sift"
@@ -24,12 +24,13 @@ MAX_SIDE = 512  # images are shrunk to this longer side before extraction: speed
 @register_reranker("sift")
 class SiftReranker:
     name = "sift"
+    needs = Needs(blobs=(BLOB,), describes=True)
 
     def __init__(self, settings: Settings) -> None:
-        rerank = settings.rerank
-        self.top_n, self.weight = rerank.sift_top_n, rerank.sift_weight
-        self.max_keypoints, self.ratio = rerank.sift_max_keypoints, rerank.sift_ratio
-        self.min_inliers, self.full_inliers = rerank.sift_min_inliers, rerank.sift_full_inliers
+        own = settings.rerank.sift
+        self.top_n, self.weight = own.top_n, own.weight
+        self.max_keypoints, self.ratio = own.max_keypoints, own.ratio
+        self.min_inliers, self.full_inliers = own.min_inliers, own.full_inliers
         self._extractor: Any = None
         self._matcher: Any = None
 
@@ -42,7 +43,7 @@ class SiftReranker:
         if mine is None:
             return np.zeros(len(candidates))
         query_points, query_descriptors = unpack_features(mine)
-        stored = query.store.blobs(BLOB, [c.id for c in candidates])
+        stored = query.stored.blobs(BLOB, [c.id for c in candidates])
         scores = np.zeros(len(candidates))
         for row, candidate in enumerate(candidates):
             if candidate.id in stored:

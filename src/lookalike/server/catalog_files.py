@@ -37,7 +37,7 @@ def _answer(context: ServerContext, uploads: list[Upload], paths: list[Path], re
     failed = dict(report.failed)
     out = AddOut(items=[])
     for upload, path in zip(uploads, paths, strict=True):
-        item = None if str(path) in failed else context.engine.store.find_by_path(str(path.resolve()))
+        item = None if str(path) in failed else context.engine.find(path)
         if item is None:
             path.unlink(missing_ok=True)
             out.failed.append(FailedUpload(name=upload.name, reason=failed.get(str(path), "not indexed")))

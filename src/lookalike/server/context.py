@@ -8,7 +8,6 @@ blocks searches only while it commits, not while it embeds.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from fastapi import Depends, Request
 from PIL import Image
 
 from lookalike.errors import LookalikeError
+from lookalike.pipeline import Engine
 from lookalike.server.config import ServerSettings
 from lookalike.server.errors import ApiError, not_found
 from lookalike.server.queries import QueryCache
@@ -32,19 +32,14 @@ log = logging.getLogger("lookalike.server")
 
 @dataclass
 class ServerContext:
-    engine: Any  # lookalike.pipeline.Engine
+    engine: Engine
     settings: ServerSettings
     queries: QueryCache
-    rerank_switchable: bool
-    gating_switchable: bool
     _write_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def create(cls, engine: Any, settings: ServerSettings) -> ServerContext:
-        def takes(option: str) -> bool:
-            return all(option in inspect.signature(f).parameters for f in (engine.search, engine.search_by_id))
-
-        return cls(engine, settings, QueryCache(settings.query_cache_size), takes("rerank"), takes("gating"))
+    def create(cls, engine: Engine, settings: ServerSettings) -> ServerContext:
+        return cls(engine, settings, QueryCache(settings.query_cache_size))
 
     @property
     def uploads_dir(self) -> Path:
@@ -60,7 +55,7 @@ class ServerContext:
 
     @property
     def rerankers(self) -> list[str]:
-        return list(self.engine.settings.rerank.chain)
+        return self.engine.rerankers
 
     @contextmanager
     def writing(self) -> Iterator[None]:
@@ -69,7 +64,7 @@ class ServerContext:
             yield
 
     def item_or_404(self, item_id: int) -> Any:
-        item = self.engine.store.get(item_id)
+        item = self.engine.item(item_id)
         if item is None:
             raise not_found(f"no catalogue image with id {item_id}")
         return item
@@ -79,17 +74,8 @@ class ServerContext:
             raise ApiError(422, "invalid_request", f"k must be between 1 and {self.settings.max_k}, got {k}")
 
     def search_options(self, rerank: bool, gating: bool | None) -> dict[str, Any]:
-        """Keyword arguments for `Engine.search`: `rerank` and `gating` only where the engine takes them."""
-        options: dict[str, Any] = {}
-        if self.rerank_switchable:
-            options["rerank"] = rerank
-        elif not rerank and self.rerankers:
-            raise ApiError(422, "invalid_request", "this engine cannot turn its re-ranking chain off (rerank=false)")
-        if gating is not None and self.gating_switchable:
-            options["gating"] = gating
-        elif gating is not None:
-            raise ApiError(422, "invalid_request", "this engine has no classifier gating to switch (gating)")
-        return options
+        """Keyword arguments for `Engine.search` and `Engine.search_by_id`."""
+        return {"rerank": rerank, "gating": gating}
 
     def warm_up(self) -> None:
         """Load the models and the vector index now, once, rather than in the first searches at once."""

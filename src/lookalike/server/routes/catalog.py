@@ -37,12 +37,12 @@ def list_items(
 ) -> ItemPage:
     """One page of the catalogue, in id order, optionally of one category."""
     category = optional(category)
-    counts = context.engine.store.category_counts()
+    counts = context.engine.categories()
     if category is not None and category not in counts:
         known = ", ".join(sorted(str(name) for name in counts if name is not None)) or "none"
         raise not_found(f"unknown category {category!r}; the index holds: {known}")
     total = counts[category] if category is not None else sum(counts.values())
-    items = context.engine.store.items(category, limit=limit, offset=offset)
+    items = context.engine.items(category, limit=limit, offset=offset)
     page = [item_out(item, context.localization) for item in items]
     return ItemPage(total=total, limit=limit, offset=offset, category=category, items=page)
 
@@ -105,7 +105,7 @@ def thumbnail(
 def silhouette(item_id: ItemId, context: Context, scale: Scale = 1) -> Response:
     """The catalogue image's stored silhouette: white object on black (needs localisation)."""
     context.item_or_404(item_id)
-    packed = context.engine.store.blobs("silhouette", [item_id]).get(item_id)
+    packed = context.engine.silhouette(item_id)
     if packed is None:
         raise not_found(f"catalogue image {item_id} has no silhouette (the index was built without localisation)")
     return Response(png_bytes(silhouette_image(packed, scale)), media_type="image/png", headers=CACHE_IMMUTABLE)

@@ -45,7 +45,7 @@ def overlay(query_id: QueryId, item_id: ItemId, context: Context, scale: Scale =
     blue = catalogue image only, dark violet = both."""
     query = _part(_record(context, query_id).silhouette, query_id, "silhouette")
     context.item_or_404(item_id)
-    item = context.engine.store.blobs("silhouette", [item_id]).get(item_id)
+    item = context.engine.silhouette(item_id)
     if item is None:
         raise not_found(f"catalogue image {item_id} has no silhouette (the index was built without localisation)")
     return _png(overlay_image(query, item, scale))

@@ -65,7 +65,7 @@ def search_similar(
     item = context.item_or_404(item_id)
     options = context.search_options(rerank, gating)
     result = context.engine.search_by_id(item_id, k, category=category, **options)
-    silhouette = context.engine.store.blobs("silhouette", [item_id]).get(item_id)
+    silhouette = context.engine.silhouette(item_id)
     record = QueryRecord(Path(item.path).name, silhouette=silhouette)
     return _answer(context, result, record, k=k, category=category, rerank=rerank, gating=gating)
 

@@ -31,8 +31,8 @@ def status(context: Context) -> StatusOut:
         thumbnail_size=settings.thumbnail_size,
         localization=context.localization,
         rerankers=context.rerankers,
-        rerank_switchable=context.rerank_switchable,
-        gating_switchable=context.gating_switchable,
+        rerank_switchable=True,
+        gating_switchable=True,
         queries_cached=len(context.queries),
         query_cache_size=context.queries.capacity,
     )
@@ -43,5 +43,5 @@ def status(context: Context) -> StatusOut:
 @router.get("/categories", response_model=list[CategoryOut])
 def categories(context: Context) -> list[CategoryOut]:
     """Each category with its number of images (uncategorised images under null)."""
-    counts = context.engine.store.category_counts()
+    counts = context.engine.categories()
     return [CategoryOut(name=name, count=count) for name, count in sorted(counts.items(), key=lambda c: c[0] or "")]
