@@ -54,7 +54,9 @@ def main() -> None:
                 totals.append(time.perf_counter() - started)
                 for stage, seconds in result.timings.items():
                     stages.setdefault(stage, []).append(seconds)
+        hashing = _fingerprint_cost(engine)
     rows = [_row("query (wall)", totals)] + [_row(stage, values) for stage, values in stages.items()]
+    rows.append(_row("transform fingerprint (one hash)", hashing))
     print(f"{args.label}: {len(totals)} queries, transform {args.kind}, load average {os.getloadavg()}")
     print(table(rows, ["stage", "p50 ms", "p95 ms", "n"]))
     path = save(
@@ -62,6 +64,19 @@ def main() -> None:
         {"label": args.label, "transform": args.kind, "load_average": os.getloadavg(), "stages": rows},
     )
     print(f"wrote {path}")
+
+
+def _fingerprint_cost(engine: object) -> list[float]:
+    """Seconds of one `fingerprint()` of the installed transform: what an engine that re-checks it per
+    query pays per query (engines before the Featurizer did; the Featurizer computes it once)."""
+    featurizer = getattr(engine, "featurizer", None)
+    transform = featurizer.transform if featurizer is not None else engine._get_transform()  # type: ignore[attr-defined]
+    seconds = []
+    for _ in range(50):
+        started = time.perf_counter()
+        transform.fingerprint()
+        seconds.append(time.perf_counter() - started)
+    return seconds
 
 
 def _row(stage: str, seconds: list[float]) -> dict[str, object]:
