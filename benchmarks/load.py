@@ -4,7 +4,12 @@ Starts `lookalike serve` on a free 127.0.0.1 port (over --index, or over the sam
 once into benchmarks/cache/load.index), or uses a running server given by --url (loopback only).
 Prints requests per second, client latency p50/p95 and errors (expected: 0), the server's own time
 per stage, and writes benchmarks/results/load.json. Bounded: --seconds and --max-requests.
-Usage: python benchmarks/load.py [--clients 4] [--seconds 20] [--k 10] [--index PATH | --url URL]
+
+--writer runs a second process meanwhile that adds a photo to the index every --write-every seconds
+(and removes every third one again), as a CLI job would while the server runs: the report then says
+how many it committed, whether the server's searches see exactly those (category "Writer"), and the
+server's RSS before and after.
+Usage: python benchmarks/load.py [--clients 4] [--seconds 20] [--k 10] [--writer] [--index PATH | --url URL]
 """
 
 from __future__ import annotations
@@ -48,10 +53,17 @@ def main() -> None:
         report = run_load(args.url, photos, args)
     else:
         index = args.index or build_sample_index()
-        with served(index) as url:
+        if args.writer:
+            index = fresh_copy(index)
+        with served(index) as (url, pid):
+            rss_before = rss_mb(pid)
+            writer = start_writer(index, args) if args.writer else None
             report = run_load(url, photos, args)
+            if writer is not None:
+                report["writer"] = finish_writer(writer, url, args.k)
+            report["server_rss_mb"] = {"before": rss_before, "after": rss_mb(pid)}
     print_report(report)
-    path = save("load", report)
+    path = save(args.name, report)
     print(f"\nsaved {path}")
     if report["errors"]:
         raise SystemExit(1)
@@ -65,6 +77,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--k", type=int, default=10, help="results per search")
     parser.add_argument("--index", type=Path, help="serve this index (default: the sample catalogue)")
     parser.add_argument("--url", help="a running server on loopback, e.g. http://127.0.0.1:8000")
+    parser.add_argument("--writer", action="store_true", help="another process adds and removes photos meanwhile")
+    parser.add_argument("--write-every", type=float, default=2.0, help="seconds between the writer's commits")
+    parser.add_argument("--name", default="load", help="results file name: benchmarks/results/NAME.json")
     args = parser.parse_args()
     if not 1 <= args.clients <= 32 or not 0 < args.seconds <= 300 or args.max_requests < 1:
         parser.error("expected 1 <= --clients <= 32, 0 < --seconds <= 300 and --max-requests >= 1")
@@ -92,8 +107,73 @@ def build_sample_index() -> Path:
     return DEFAULT_INDEX
 
 
+def fresh_copy(index: Path) -> Path:
+    """A copy of the index to write to, so the cached sample index stays as it was."""
+    import shutil
+    import tempfile
+
+    target = Path(tempfile.mkdtemp(prefix="lookalike-load-")) / "load.index"
+    shutil.copytree(index, target)
+    return target
+
+
+WRITER = """
+import json, shutil, sys, tempfile, time
+from pathlib import Path
+from lookalike import Engine
+index, photo, seconds, every = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+folder = Path(tempfile.mkdtemp(prefix="lookalike-writer-"))
+added, removed, turn = [], [], 0
+deadline = time.monotonic() + seconds
+with Engine.open(index) as engine:
+    while time.monotonic() < deadline:
+        copy = folder / f"writer-{turn}.jpg"
+        shutil.copyfile(photo, copy)
+        added += engine.add([copy], categories="Writer").added
+        if turn % 3 == 2:
+            removed += engine.remove([added[-2]]).removed
+        turn += 1
+        time.sleep(every)
+print(json.dumps({"added": added, "removed": removed}))
+"""
+
+
+def start_writer(index: Path, args: argparse.Namespace) -> subprocess.Popen[str]:
+    photo = sorted((SAMPLES / "catalog").rglob("*.jpg"))[0]
+    command = [sys.executable, "-c", WRITER, str(index), str(photo), str(args.seconds), str(args.write_every)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+
+
+def finish_writer(writer: subprocess.Popen[str], url: str, k: int) -> dict[str, Any]:
+    """What the writer committed, and what the server's search sees of it once it is done."""
+    import json
+
+    import httpx
+
+    output, _ = writer.communicate(timeout=600)
+    facts = json.loads(output.strip().splitlines()[-1])
+    expected = sorted(set(facts["added"]) - set(facts["removed"]))
+    photo = sorted((SAMPLES / "catalog").rglob("*.jpg"))[0]
+    files = {"file": (photo.name, photo.read_bytes(), "image/jpeg")}
+    answer = httpx.post(f"{url}/api/search", params={"k": 100, "category": "Writer"}, files=files, timeout=120)
+    seen = sorted(hit["id"] for hit in answer.json()["hits"]) if answer.status_code == 200 else []
+    return {"commits": len(facts["added"]) + len(facts["removed"]), "added": len(facts["added"]),
+            "removed": len(facts["removed"]), "expected_in_search": len(expected), "seen_by_server": len(seen),
+            "lost": len(set(expected) - set(seen)), "stale": len(set(seen) - set(expected))}  # fmt: skip
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
 @contextmanager
-def served(index: Path) -> Iterator[str]:
+def served(index: Path) -> Iterator[tuple[str, int]]:
     """`lookalike serve` in a subprocess on a free loopback port; stopped on leaving."""
     port = free_port()
     command = [sys.executable, "-m", "lookalike.cli", "serve", "--index", str(index), "--host", "127.0.0.1"]
@@ -101,7 +181,7 @@ def served(index: Path) -> Iterator[str]:
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for_health(url, process)
-        yield url
+        yield url, process.pid
     finally:
         process.terminate()
         try:
@@ -231,6 +311,12 @@ def print_report(report: dict[str, Any]) -> None:
     print(table(stages, ["stage", "p50 ms"]))
     if report["errors"]:
         print(f"\nERRORS: {report['error_kinds']}")
+    if "writer" in report:
+        print("\nconcurrent writer (another process)")
+        print(table([report["writer"]], list(report["writer"])))
+    if "server_rss_mb" in report:
+        rss = report["server_rss_mb"]
+        print(f"\nserver RSS: {rss['before']:.0f} MB before, {rss['after']:.0f} MB after")
 
 
 if __name__ == "__main__":

@@ -119,6 +119,9 @@ def test_search_by_dropping_in_a_photo(browser_path: str, server_url: str, sampl
             page.click("button[data-tab=browse]")
             page.wait_for_selector("#catalog .card")
             assert page.locator("#catalog .card").count() == 24  # one page
+            # the server does not allow writes: no add form, no remove buttons, a note saying how
+            assert page.locator("#add-form").is_hidden() and page.locator("#catalog button.danger").count() == 0
+            assert "--allow-writes" in page.locator("#writes-note").text_content()
             loaded = "[...document.querySelectorAll('#catalog img')].slice(0, 14).every(i => i.naturalWidth > 0)"
             page.wait_for_function(loaded, timeout=60_000)  # thumbnails are made on first request
             page.screenshot(path=str(ARTIFACTS / "browse.png"))

@@ -13,7 +13,7 @@ from PIL import Image
 from lookalike import Engine, Settings
 from lookalike.errors import IndexMismatchError, IndexNotFoundError, LookalikeError, SettingsError
 
-from .conftest import product_of
+from .conftest import copy_index, product_of
 
 
 def test_a_photo_of_a_product_ranks_another_photo_of_it_first(engine: Engine, sample_queries: list[Path]) -> None:
@@ -140,11 +140,16 @@ def test_settings_are_saved_with_the_index(tmp_path: Path) -> None:
 def test_create_refuses_to_clobber(tmp_path: Path, built_index: Path) -> None:
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.txt").write_text("precious")
-    with pytest.raises(LookalikeError, match="already exists and is not empty"):
-        Engine.create(tmp_path / "mine")
-    with pytest.raises(LookalikeError, match="not a lookalike index"):
-        Engine.create(tmp_path / "mine", overwrite=True)
+    for overwrite in (False, True):
+        with pytest.raises(LookalikeError, match="not empty and is not a lookalike index"):
+            Engine.create(tmp_path / "mine", overwrite=overwrite)
     assert (tmp_path / "mine" / "thesis.txt").exists()
+    copy = copy_index(built_index, tmp_path)
+    with pytest.raises(LookalikeError, match="already exists and is not empty.*--rebuild"):
+        Engine.create(copy)
+    with Engine.create(copy, overwrite=True) as fresh:  # replaced only once the new one is complete
+        assert len(fresh) == 0
+    assert not list(tmp_path.glob(".*.creating-*")) and not list(tmp_path.glob(".*.old-*"))
 
 
 def test_open_missing_index(tmp_path: Path) -> None:
@@ -170,7 +175,12 @@ def test_vector_snapshot_is_rebuilt_from_the_database(engine: Engine, sample_que
             shutil.rmtree(snapshot)
     with Engine.open(path) as reopened:
         assert [h.id for h in reopened.search(sample_queries[3], k=10)] == expected
-        assert (path / "vectors" / f"gen-{reopened.store.generation}").is_dir()
+        snapshot = path / "vectors" / f"gen-{reopened.store.generation}"
+        assert not snapshot.is_dir(), "a search is read-only: it rebuilds in memory and never writes"
+        report = reopened.check(repair=True)
+        assert report.repaired and (path / "vectors" / f"gen-{reopened.store.generation}").is_dir()
+        assert reopened.check().ok
+        assert [h.id for h in reopened.search(sample_queries[3], k=10)] == expected
 
 
 def test_embeddings_are_deterministic_and_unit_length(engine: Engine, sample_queries: list[Path]) -> None:
@@ -179,3 +189,12 @@ def test_embeddings_are_deterministic_and_unit_length(engine: Engine, sample_que
     first, second = embedder.embed([image]), embedder.embed([image, Image.open(sample_queries[1])])
     np.testing.assert_allclose(first[0], second[0], atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(second, axis=1), 1.0, atol=1e-5)
+
+
+def test_the_same_file_twice_in_one_batch_is_indexed_once(engine: Engine, tmp_path: Path, samples: Path) -> None:
+    photo = sorted((samples / "queries").iterdir())[0]
+    alias = tmp_path / "alias.jpg"
+    alias.symlink_to(photo)
+    report = engine.add([photo, photo, alias], categories="Twice")
+    assert len(report.added) == 1 and report.duplicates == [str(photo), str(alias)] and not report.failed
+    assert engine.categories()["Twice"] == 1

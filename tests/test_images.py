@@ -13,6 +13,7 @@ from PIL import Image
 
 from lookalike.errors import ImageError
 from lookalike.io import load_image
+from lookalike.io.images import DEFAULT_MAX_SIDE, MIN_SIDE
 
 
 def _save(image: Image.Image, path: Path, **options: object) -> Path:
@@ -54,7 +55,7 @@ def test_cmyk_and_grey(tmp_path: Path) -> None:
 
 
 def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path: Path) -> None:
-    values = np.full((6, 6), 32768, dtype=np.uint16)
+    values = np.full((8, 8), 32768, dtype=np.uint16)
     source = Image.fromarray(values)
     pixels = np.asarray(load_image(_save(source, tmp_path / "deep.png")))
     assert pixels.dtype == np.uint8 and abs(int(pixels[0, 0, 0]) - 128) <= 1
@@ -72,7 +73,7 @@ def test_bytes_and_pil_sources(tmp_path: Path) -> None:
     buffer = io.BytesIO()
     Image.new("RGB", (9, 9), "white").save(buffer, "PNG")
     assert load_image(buffer.getvalue(), name="upload.png").size == (9, 9)
-    assert load_image(Image.new("L", (3, 3))).mode == "RGB"
+    assert load_image(Image.new("L", (8, 8))).mode == "RGB"
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -150,3 +151,132 @@ def test_pixel_limit_is_a_parameter(tmp_path: Path) -> None:
     path = _save(Image.new("RGB", (100, 100)), tmp_path / "big.png")
     with pytest.raises(ImageError, match="exceeds the limit of 5,000"):
         load_image(path, max_pixels=5000)
+
+
+# -- bounded memory: big photos are decoded at reduced size
+
+
+def _halves(size: tuple[int, int], left: str = "red", right: str = "blue", mode: str = "RGB") -> Image.Image:
+    """Left half `left`, right half `right`: shows where the image's left side ends up."""
+    image = Image.new("RGB", size, left)
+    image.paste(Image.new("RGB", (size[0] - size[0] // 2, size[1]), right), (size[0] // 2, 0))
+    return image.convert(mode) if mode != "RGB" else image
+
+
+def _colour_at(image: Image.Image, x: int, y: int) -> str:
+    r, g, b = image.getpixel((x, y))
+    return "red" if r > 200 and b < 60 else "blue" if b > 200 and r < 60 else f"{(r, g, b)}"
+
+
+def test_big_jpeg_is_decoded_at_reduced_size(tmp_path: Path) -> None:
+    path = _save(_halves((3000, 2000)), tmp_path / "big.jpg", quality=90)
+    image = load_image(path, max_side=1000)
+    assert image.size == (750, 500) and image.mode == "RGB"  # decoded at 1/4 scale: the largest within 1000
+    assert _colour_at(image, 10, 250) == "red" and _colour_at(image, 740, 250) == "blue"
+    assert load_image(path, max_side=None).size == (3000, 2000)  # full size on request
+
+
+def test_default_longest_side(tmp_path: Path) -> None:
+    path = _save(Image.new("RGB", (DEFAULT_MAX_SIDE * 2, 300), "green"), tmp_path / "wide.jpg")
+    assert load_image(path).size == (DEFAULT_MAX_SIDE, 150)
+    assert load_image(path.read_bytes()).size == (DEFAULT_MAX_SIDE, 150)
+    assert load_image(Image.open(path)).size == (DEFAULT_MAX_SIDE, 150)
+    odd = _save(Image.new("RGB", (DEFAULT_MAX_SIDE * 3 - 1, 600), "green"), tmp_path / "odd.png")
+    assert load_image(odd).size == (DEFAULT_MAX_SIDE, 200)  # reduced by 3
+
+
+def test_exif_orientation_survives_the_reduced_decode(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored lying on its side: rotate 90 degrees clockwise to display
+    for extension in ("jpg", "png", "tiff", "webp"):
+        path = _save(_halves((1600, 800)), tmp_path / f"rotated.{extension}", exif=exif)
+        image = load_image(path, max_side=400)
+        assert image.size == (200, 400), extension
+        # the stored left half (red) is the top once upright
+        assert (_colour_at(image, 100, 10), _colour_at(image, 100, 390)) == ("red", "blue"), extension
+
+
+@pytest.mark.parametrize(
+    ("mode", "options"),
+    [("RGBA", {}), ("P", {"transparency": 0}), ("LA", {}), ("I;16", {}), ("CMYK", {}), ("1", {})],
+)
+def test_every_mode_is_shrunk_to_rgb(tmp_path: Path, mode: str, options: dict[str, object]) -> None:
+    source = _halves((1200, 600), "red", "blue") if mode != "I;16" else Image.new("RGB", (1200, 600))
+    if mode == "P":
+        source = source.convert("P", palette=Image.Palette.ADAPTIVE, colors=4)
+    elif mode == "I;16":
+        source = Image.fromarray(np.full((600, 1200), 32768, dtype=np.uint16))
+    else:
+        source = source.convert(mode)
+    extension = "jpg" if mode == "CMYK" else "tiff" if mode == "1" else "png"
+    image = load_image(_save(source, tmp_path / f"{mode.replace(';', '')}.{extension}", **options), max_side=300)
+    assert image.mode == "RGB" and image.size == (300, 150), mode
+
+
+def test_transparent_big_png_is_composited_on_white(tmp_path: Path) -> None:
+    rgba = Image.new("RGBA", (1000, 500), (0, 0, 255, 0))
+    rgba.paste((0, 0, 255, 255), (500, 0, 1000, 500))
+    pixels = np.asarray(load_image(_save(rgba, tmp_path / "a.png"), max_side=200))
+    assert tuple(pixels[50, 10]) == (255, 255, 255) and tuple(pixels[50, 190]) == (0, 0, 255)
+
+
+def test_files_are_decoded_from_disk_not_read_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _save(Image.new("RGB", (40, 30), "red"), tmp_path / "red.jpg")
+
+    def refuse(self: Path) -> bytes:
+        raise AssertionError("read the whole file into memory")
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    assert load_image(path).size == (40, 30)
+
+
+def test_very_thin_images_keep_a_describable_short_side(tmp_path: Path) -> None:
+    path = _save(Image.new("RGB", (6000, 20), "red"), tmp_path / "banner.png")
+    assert load_image(path, max_side=600).size == (600, MIN_SIDE)
+
+
+# -- tiny images and links
+
+
+def test_tiny_images_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match=r"dot\.png: too small to describe \(1x1\); at least 8x8 pixels expected"):
+        load_image(_save(Image.new("RGB", (1, 1)), tmp_path / "dot.png"))
+    with pytest.raises(ImageError, match=r"too small to describe \(40x7\)"):
+        load_image(_save(Image.new("RGB", (40, 7)), tmp_path / "line.png"))
+    with pytest.raises(ImageError, match=r"<image>: too small to describe \(3x3\)"):
+        load_image(Image.new("RGB", (3, 3)))
+    assert load_image(_save(Image.new("RGB", (8, 8)), tmp_path / "smallest.png")).size == (8, 8)
+
+
+def test_broken_and_looping_links_are_named(tmp_path: Path) -> None:
+    try:
+        (tmp_path / "broken.jpg").symlink_to("gone.jpg")
+        (tmp_path / "loop.jpg").symlink_to("loop.jpg")
+    except (OSError, NotImplementedError):
+        pytest.skip("no symbolic links here")
+    with pytest.raises(ImageError, match=r"broken\.jpg: broken symbolic link \(its target gone\.jpg does not exist\)"):
+        load_image(tmp_path / "broken.jpg")
+    with pytest.raises(ImageError, match=r"loop\.jpg: symbolic link loop"):
+        load_image(tmp_path / "loop.jpg")
+
+
+def test_what_the_file_holds_when_it_is_not_an_image(tmp_path: Path) -> None:
+    (tmp_path / "logo.jpg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"/>')
+    with pytest.raises(ImageError, match=r"logo\.jpg: not an image .*SVG, a vector format"):
+        load_image(tmp_path / "logo.jpg")
+    (tmp_path / "photo.png").write_text("<!DOCTYPE html><html><body>403 Forbidden</body></html>")
+    with pytest.raises(ImageError, match=r"photo\.png: not an image: the file holds an HTML page"):
+        load_image(tmp_path / "photo.png")
+    (tmp_path / "shot.heic").write_bytes(bytes(range(256)) * 2)
+    with pytest.raises(ImageError, match=r"shot\.heic: not an image Pillow can read: HEIC/HEIF photos"):
+        load_image(tmp_path / "shot.heic")
+
+
+def test_transparent_images_are_reduced_in_bands_with_the_same_result() -> None:
+    from lookalike.io.images import _reduce_in_bands
+
+    rng = np.random.default_rng(0)
+    rgba = Image.fromarray(rng.integers(0, 256, (301, 457, 4), dtype=np.uint8))
+    for factor in (2, 3, 7):
+        expected = np.asarray(rgba.reduce(factor))
+        np.testing.assert_array_equal(np.asarray(_reduce_in_bands(rgba, factor, rows=40)), expected)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +32,8 @@ BUNDLED_SAMPLES = sample_dir()  # the sample catalogue inside the package (looka
 
 
 def friendly_errors(command: F) -> F:
-    """Print lookalike's errors as one clear line and exit 2, instead of a traceback."""
+    """Print lookalike's errors as one clear line and exit 2, instead of a traceback; anything
+    unexpected exits 1 with one line too (LOOKALIKE_DEBUG=1 shows the traceback)."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -40,8 +42,43 @@ def friendly_errors(command: F) -> F:
         except LookalikeError as exc:
             errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
+            if os.environ.get("LOOKALIKE_DEBUG"):
+                raise
+            errors.print(
+                f"[bold red]error:[/] unexpected {type(exc).__name__}: {exc} (a bug: please report it; "
+                "LOOKALIKE_DEBUG=1 shows the traceback)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+WaitOption = Annotated[
+    bool, typer.Option("--wait/--no-wait", help="When another process is writing to the index: wait, or fail at once.")
+]
+TimeoutOption = Annotated[
+    float | None,
+    typer.Option("--timeout", help="Seconds to wait for another writer before giving up (default: no limit)."),
+]
+
+
+def lock_options(wait: bool, timeout: float | None) -> dict[str, Any]:
+    """`Engine.open` options for a writing command: how long to wait for another writer, and what to say."""
+
+    def waiting(holder: dict[str, Any]) -> None:
+        who = (
+            f"process {holder['pid']} ({holder.get('doing', 'writing')} since {holder.get('since')})"
+            if holder
+            else ("another process")
+        )
+        errors.print(f"index busy: {who} is writing to it; waiting (Ctrl-C to stop, --no-wait to fail at once)")
+
+    return {"lock_timeout": 0.0 if not wait else timeout, "on_wait": waiting}
 
 
 def build_settings(settings_file: Path | None, assignments: list[str], **named: Any) -> Settings:
@@ -89,18 +126,27 @@ def _progress_bar(description: str) -> tuple[Any, Callable[[int, int], None]]:
 
 
 def _print_add_report(report: Any) -> None:
+    """One summary line; then each file passed over, one `path: reason` line each (never wrapped, so
+    each can be grepped), and the files named twice."""
     console.print(
         f"added {len(report.added)}, updated {len(report.updated)}, unchanged {len(report.unchanged)}, "
         f"failed {len(report.failed)} in {report.seconds:.1f} s"
-        + (f" ({report.embedded / report.seconds:.1f} images/s)" if report.embedded and report.seconds else "")
+        + (f" ({report.embedded / report.seconds:.1f} images/s)" if report.embedded and report.seconds else ""),
+        highlight=False,
     )
     if report.failed:
-        table = Table(title="Skipped files", title_justify="left")
-        table.add_column("file")
-        table.add_column("reason")
+        errors.print(f"not indexed ({len(report.failed)}):", highlight=False)
         for path, reason in report.failed:
-            table.add_row(path, reason)
-        errors.print(table)
+            errors.print(f"  {path}: {reason}", markup=False, highlight=False, soft_wrap=True)
+    duplicates = report.duplicates
+    if duplicates:
+        shown = ", ".join(duplicates[:5]) + (f" and {len(duplicates) - 5} more" if len(duplicates) > 5 else "")
+        console.print(
+            f"note: {len(duplicates)} path(s) named a file already in this run, indexed once: {shown}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command()
@@ -119,8 +165,15 @@ def index(
         list[str] | None, typer.Option("--set", help="Any setting: --set rerank.mask_iou.weight=0.3")
     ] = None,
     rebuild: Annotated[bool, typer.Option(help="Delete the index and build it anew.")] = False,
+    wait: WaitOption = True,
+    timeout: TimeoutOption = None,
 ) -> None:
-    """Offline stage: index a catalogue folder (creates the index, or updates it)."""
+    """Offline stage: index a catalogue folder (creates the index, or updates it).
+
+    Exit status: 0 when every image was indexed or unchanged;
+    3 when it finished, but some files failed (listed, with the reason);
+    2 when an error stopped it.
+    """
     from lookalike.pipeline import Engine
 
     named = {
@@ -131,14 +184,16 @@ def index(
     }
     settings = build_settings(settings_file, assign or [], **named)
     if rebuild or not (index_path / "settings.json").exists():
-        engine = Engine.create(index_path, settings, overwrite=rebuild)
+        engine = Engine.create(index_path, settings, overwrite=rebuild, **lock_options(wait, timeout))
     else:
-        engine = Engine.open_or_create(index_path, settings)
+        engine = Engine.open_or_create(index_path, settings, **lock_options(wait, timeout))
     with engine:
         progress, update = _progress_bar("indexing")
         with progress:
             report = engine.add([catalog], progress=update)
         _print_add_report(report)
+    if report.failed:
+        raise typer.Exit(3)  # finished, with failures (listed)
 
 
 @app.command()
@@ -213,15 +268,24 @@ def add(
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
     index_path: IndexOption,
     category: Annotated[str | None, typer.Option(help="Category of these images (folders: sub-folder names).")] = None,
+    wait: WaitOption = True,
+    timeout: TimeoutOption = None,
 ) -> None:
-    """Add images to an index, without rebuilding it."""
+    """Add images to an index, without rebuilding it.
+
+    Exit status: 0 when every image was added or unchanged;
+    3 when it finished, but some files failed (listed, with the reason);
+    2 when an error stopped it.
+    """
     from lookalike.pipeline import Engine
 
-    with Engine.open(index_path) as engine:
+    with Engine.open(index_path, **lock_options(wait, timeout)) as engine:
         progress, update = _progress_bar("adding")
         with progress:
             report = engine.add(paths, categories=category, progress=update)
         _print_add_report(report)
+    if report.failed:
+        raise typer.Exit(3)  # finished, with failures (listed)
 
 
 @app.command()
@@ -229,11 +293,13 @@ def add(
 def remove(
     keys: Annotated[list[str], typer.Argument(help="Ids or paths of indexed images.")],
     index_path: IndexOption,
+    wait: WaitOption = True,
+    timeout: TimeoutOption = None,
 ) -> None:
     """Remove images from an index by id or path."""
     from lookalike.pipeline import Engine
 
-    with Engine.open(index_path) as engine:
+    with Engine.open(index_path, **lock_options(wait, timeout)) as engine:
         report = engine.remove(keys)
     console.print(f"removed {len(report.removed)}")
     if report.missing:
@@ -268,18 +334,43 @@ def info(index_path: IndexOption, as_json: Annotated[bool, typer.Option("--json"
     console.print_json(json.dumps(facts["settings"]))
 
 
+@app.command()
+@friendly_errors
+def check(
+    index_path: IndexOption,
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Rebuild what can be rebuilt from the database (the vector snapshot).")
+    ] = False,
+    hashes: Annotated[bool, typer.Option("--hashes", help="Also re-hash every image file (slow).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
+    wait: WaitOption = True,
+    timeout: TimeoutOption = None,
+) -> None:
+    """Check an index: database integrity, vector snapshot, models, image files. Exit 0 when whole,
+    1 when problems remain. Without --repair it only reads."""
+    from lookalike.pipeline import Engine
+
+    with Engine.open(index_path, **lock_options(wait, timeout)) as engine:
+        report = engine.check(repair=repair, hashes=hashes)
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
+    else:
+        for note in report.notes:
+            console.print(f"ok: {note}", highlight=False)
+        for fixed in report.repaired:
+            console.print(f"[green]repaired:[/] {fixed}", highlight=False)
+        for problem in report.problems:
+            errors.print(f"[bold red]problem:[/] {problem}", highlight=False, soft_wrap=True)
+        console.print("the index is whole" if report.ok else f"{len(report.problems)} problem(s)")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
 def embedder_line(fingerprint: Any) -> str:
     """What made the vectors, from the index's recorded fingerprint."""
-    if not isinstance(fingerprint, dict):
-        return f"embedder: {fingerprint}"
-    parts = [f"embedder: {fingerprint['embedder']}"]
-    if fingerprint.get("tuning"):
-        parts.append(f"fine-tuned backbone {fingerprint['tuning']}")
-    if fingerprint.get("localizer"):
-        parts.append(f"localised ({fingerprint['features']} features)")
-    if fingerprint.get("transform"):
-        parts.append(f"{fingerprint['transform']['kind']} transform {fingerprint['transform']['fingerprint']}")
-    return "; ".join(parts)
+    from lookalike.featurizer import describe_fingerprint
+
+    return f"embedder: {describe_fingerprint(fingerprint)}"
 
 
 def vector_index_line(kind: str, partitions: dict[str, dict[str, Any]]) -> str:
@@ -321,6 +412,8 @@ def train_classifier(
         list[str] | None, typer.Option("--set", help="Any classify setting: --set classify.max_epochs=100")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
+    wait: WaitOption = True,
+    timeout: TimeoutOption = None,
 ) -> None:
     """Train the category classifier on the index's stored vectors; searches then visit only the
     predicted category. Prints the validation report; writes the confusion matrix and training curves."""
@@ -329,7 +422,7 @@ def train_classifier(
     from lookalike.pipeline import Engine
 
     changes = parse_assignments(assign or [], "classify")
-    with Engine.open(index_path) as engine:
+    with Engine.open(index_path, **lock_options(wait, timeout)) as engine:
         result = engine.train_classifier(kind, **{"seed": seed, "augment_copies": augment, **changes})
         figures = save_training_figures(result, out or engine.path / CLASSIFIER_DIR)
     if as_json:
@@ -387,6 +480,8 @@ def train_embedding(
     assign: Annotated[list[str] | None, typer.Option("--set", help="Any head setting: head.sos_weight=0.5")] = None,
     remove: Annotated[bool, typer.Option("--remove", help="Drop the learned transform: back to raw vectors.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
+    wait: WaitOption = True,
+    timeout: TimeoutOption = None,
 ) -> None:
     """Learn the catalogue's own notion of "the same product" and re-embed the index (opt-in).
 
@@ -404,7 +499,7 @@ def train_embedding(
         key = "head.finetune_epochs" if head.kind == "finetune" else "head.max_epochs"
         head = build_settings(settings_file, assign or [], **named, **{key: epochs}).head
     products = {str(e.path.resolve()): e.item for e in read_manifest(items) if e.item} if items else None
-    with Engine.open(index_path) as engine:
+    with Engine.open(index_path, **lock_options(wait, timeout)) as engine:
         if remove:
             removed = engine.remove_embedding()
             console.print("removed the learned transform" if removed else "the index has no learned transform")
@@ -452,12 +547,46 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on; 127.0.0.1 = this machine only.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     max_upload_mb: Annotated[float, typer.Option(help="Largest photo accepted, in MB.")] = 10.0,
+    max_megapixels: Annotated[
+        float, typer.Option(help="Most decoded pixels of all the photos of one request, in megapixels.")
+    ] = 200.0,
+    allow_writes: Annotated[
+        bool, typer.Option("--allow-writes", help="Let clients add and remove catalogue images (off: read-only).")
+    ] = False,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="LOOKALIKE_API_KEY",
+            show_envvar=True,
+            help="Key that writes must send (Authorization: Bearer KEY); needed with --allow-writes off loopback.",
+        ),
+    ] = None,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option("--cors-origin", help="A site whose pages may call the API (https://x.example.com); repeatable."),
+    ] = None,
+    trusted_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trusted-host",
+            help="A Host name to answer (example.com, *.example.com); repeatable. Default: the loopback names "
+            "on a loopback --host, any name otherwise.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the REST API (docs at /docs) and the web page: search by dropping in a photo."""
     from lookalike.server import ServerSettings
     from lookalike.server.serve import run
 
-    run(index_path, host=host, port=port, settings=ServerSettings(max_upload_bytes=int(max_upload_mb * 1024 * 1024)))
+    settings = ServerSettings(
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        max_pixels_per_request=int(max_megapixels * 1_000_000),
+        allow_writes=allow_writes,
+        api_key=api_key,
+        cors_origins=tuple(cors_origin or ()),
+        trusted_hosts=tuple(trusted_host) if trusted_host else None,
+    )
+    run(index_path, host=host, port=port, settings=settings)
 
 
 @app.command()
@@ -468,13 +597,15 @@ def rebuild(
         str | None, typer.Option(help="Switch the vector index kind: flat, hnsw, ivfpq, hnswpq, ivfhnswpq or auto.")
     ] = None,
     assign: Annotated[list[str] | None, typer.Option("--set", help="Any index setting: --set index.nprobe=32")] = None,
+    wait: WaitOption = True,
+    timeout: TimeoutOption = None,
 ) -> None:
     """Rebuild the vector index from the stored vectors: after changing its kind or tunables, after
     growth (quantisers re-trained for the new size), or to purge deleted entries."""
     from lookalike.pipeline import Engine
 
     changes = parse_assignments(assign or [], "index")
-    with Engine.open(index_path) as engine:
+    with Engine.open(index_path, **lock_options(wait, timeout)) as engine:
         report = engine.rebuild(kind, **changes)
     console.print(f"rebuilt {report['vectors']} vectors as {report['kind']} in {report['seconds']:.1f} s")
     table = Table("partition", "vectors", "state", "faiss", "tombstones")

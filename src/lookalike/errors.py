@@ -54,3 +54,15 @@ class MissingDependency(LookalikeError, ImportError):
 
 class ModelNotFoundError(LookalikeError, FileNotFoundError):
     """Model weights that are neither installed nor at the given path."""
+
+
+class IndexBusyError(LookalikeError, TimeoutError):
+    """Another process holds the index's write lock."""
+
+
+class IndexCorruptError(LookalikeError, RuntimeError):
+    """An index file that cannot be read: the message names it and says how to recover."""
+
+
+class DiskFullError(LookalikeError, OSError):
+    """No space left for a write; nothing committed was lost."""

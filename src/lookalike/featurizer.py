@@ -296,5 +296,19 @@ def mismatch_message(index: Path, stored: Any, current: dict[str, Any]) -> str:
     )
 
 
+def describe_fingerprint(fingerprint: Any) -> str:
+    """One line: what made an index's vectors, from its recorded fingerprint."""
+    if not isinstance(fingerprint, dict):
+        return str(fingerprint)
+    parts = [str(fingerprint["embedder"])]
+    if fingerprint.get("tuning"):
+        parts.append(f"fine-tuned backbone {fingerprint['tuning']}")
+    if fingerprint.get("localizer"):
+        parts.append(f"localised ({fingerprint['features']} features)")
+    if fingerprint.get("transform"):
+        parts.append(f"{fingerprint['transform']['kind']} transform {fingerprint['transform']['fingerprint']}")
+    return "; ".join(parts)
+
+
 def _head_name(transform: dict[str, Any] | None) -> str:
     return "no head" if not transform else f"{transform['kind']}:{transform['fingerprint']}"

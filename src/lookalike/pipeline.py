@@ -11,9 +11,9 @@ engine owns the models' and the index's life cycle, serialises writes and times 
 from __future__ import annotations
 
 import shutil
-import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,8 +22,17 @@ from PIL import Image
 
 from lookalike._timing import Timer
 from lookalike.errors import ImageError, IndexMismatchError, IndexNotFoundError, LookalikeError, SettingsError
-from lookalike.featurizer import RAW_BLOB, SILHOUETTE_BLOB, Features, Featurizer, mismatch_message
+from lookalike.featurizer import (
+    RAW_BLOB,
+    SILHOUETTE_BLOB,
+    Features,
+    Featurizer,
+    describe_fingerprint,
+    mismatch_message,
+)
 from lookalike.index.catalog import DATABASE_FILE, Catalog
+from lookalike.index.folder import SETTINGS_FILE, folder_state, half_created_message, staging_folder, swap_in
+from lookalike.index.lock import WaitCallback, WriteLock
 from lookalike.io.catalog import CatalogEntry, entries_for
 from lookalike.io.images import ImageSource, file_hash, load_image
 from lookalike.results import AddReport, Hit, RemoveReport, SearchResult
@@ -33,10 +42,11 @@ if TYPE_CHECKING:
     from lookalike.classify import IndexClassifier
     from lookalike.embed.train import EmbeddingReport
     from lookalike.index import Item, MetadataStore
+    from lookalike.index.check import CheckReport
     from lookalike.rerank import Reranker
 
-SETTINGS_FILE = "settings.json"
 COMMIT_EVERY = 32  # images per transaction while indexing
+MAX_ID = 2**63 - 1  # SQLite's largest integer: larger ids cannot name an image
 
 ProgressCallback = Callable[[int, int], None]  # (images done, images in all)
 
@@ -49,11 +59,11 @@ class Engine:
     training an embedding) run one at a time and hold searches back only while they commit.
     """
 
-    def __init__(self, path: Path, settings: Settings) -> None:
+    def __init__(self, path: Path, settings: Settings, *, create: bool = False) -> None:
         self.path = path
         self.settings = settings
-        self.catalog = Catalog(path, settings.index)  # metadata and vectors; searches read, commits write
-        self._writer = threading.RLock()  # one writing operation (add, remove, rebuild, training) at a time
+        self.catalog = Catalog(path, settings.index, create=create)  # metadata and vectors
+        self._write_lock = WriteLock(path)  # one writing operation at a time, across threads and processes
         self._featurizer: Featurizer | None = None
         self._rerankers: list[Reranker] | None = None
         self._refreshed_generation = -1
@@ -70,53 +80,75 @@ class Engine:
 
     # -- life cycle
     @classmethod
-    def create(cls, path: str | Path, settings: Settings | None = None, *, overwrite: bool = False) -> Engine:
-        """Make a new, empty index at `path` (a folder) built with `settings`."""
+    def create(
+        cls, path: str | Path, settings: Settings | None = None, *, overwrite: bool = False, **options: Any
+    ) -> Engine:
+        """Make a new, empty index at `path` (a folder) built with `settings`.
+
+        It is built in a staging folder and renamed into place when complete, so an interrupted
+        creation leaves no half index; `overwrite=True` replaces an existing (or half-created) index,
+        only once the new one is complete. `options` are `open`'s (lock_timeout, on_wait).
+        """
         path = Path(path)
         settings = settings or Settings()
-        if path.exists() and any(path.iterdir()):
-            if not overwrite:
-                raise LookalikeError(
-                    f"{path}: already exists and is not empty; open it with Engine.open, "
-                    "or pass overwrite=True (CLI: --rebuild) to replace it"
-                )
-            if not (path / SETTINGS_FILE).exists():
-                raise LookalikeError(f"{path}: refusing to overwrite a folder that is not a lookalike index")
-            shutil.rmtree(path)
-        path.mkdir(parents=True, exist_ok=True)
-        engine = cls(path, settings)
-        featurizer = engine.featurizer
-        engine.catalog.dim = featurizer.dim
-        engine.store.set_meta("dim", featurizer.dim)
-        engine.store.set_meta("embedder", featurizer.fingerprint())
-        tmp = path / (SETTINGS_FILE + ".tmp")
-        settings.to_json(tmp)
-        tmp.replace(path / SETTINGS_FILE)
-        return engine
+        _check_creatable(path, overwrite)
+        staging = staging_folder(path)
+        try:
+            engine = cls(staging, settings, create=True)
+            with engine:
+                featurizer = engine.featurizer
+                engine.catalog.dim = featurizer.dim
+                engine.store.set_meta("dim", featurizer.dim)
+                engine.store.set_meta("embedder", featurizer.fingerprint())
+                settings.to_json(staging / SETTINGS_FILE)
+            swap_in(staging, path)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        created = cls.open(path, **options)
+        created._featurizer = featurizer  # its models do not depend on the folder: keep what was loaded
+        return created
 
     @classmethod
-    def open(cls, path: str | Path) -> Engine:
-        """Reopen an index with the settings that built it."""
+    def open(
+        cls, path: str | Path, *, lock_timeout: float | None = None, on_wait: WaitCallback | None = None
+    ) -> Engine:
+        """Reopen an index with the settings that built it.
+
+        Writes take the index's inter-process lock: `lock_timeout` is how long to wait for another
+        writer (None: as long as it takes; 0: fail at once with `IndexBusyError`), `on_wait(holder)`
+        is told who holds it when waiting starts.
+        """
         path = Path(path)
-        if not (path / SETTINGS_FILE).is_file() or not (path / DATABASE_FILE).is_file():
+        state = folder_state(path)
+        if state == "half":
+            raise IndexNotFoundError(half_created_message(path))
+        if state == "file":
+            raise IndexNotFoundError(
+                f"{path}: is a file, not an index folder; --index takes the folder `lookalike index` made"
+            )
+        if state != "index" or not (path / DATABASE_FILE).is_file():
             raise IndexNotFoundError(
                 f"{path}: no lookalike index here (expected {SETTINGS_FILE} and {DATABASE_FILE}); "
                 "create one with `lookalike index CATALOG_DIR --index PATH`"
             )
-        return cls(path, Settings.from_json(path / SETTINGS_FILE))
+        engine = cls(path, Settings.from_json(path / SETTINGS_FILE))
+        engine._write_lock.timeout, engine._write_lock.on_wait = lock_timeout, on_wait
+        return engine
 
     @classmethod
-    def open_or_create(cls, path: str | Path, settings: Settings | None = None) -> Engine:
+    def open_or_create(cls, path: str | Path, settings: Settings | None = None, **options: Any) -> Engine:
         """Open the index at `path`, or create it when there is none; `settings` must match an existing one's."""
         path = Path(path)
         if (path / SETTINGS_FILE).exists():
-            engine = cls.open(path)
+            engine = cls.open(path, **options)
             if settings is not None and settings != engine.settings:
+                engine.close()
                 raise SettingsError(
                     f"{path}: the index was built with other settings; rebuild it (CLI: --rebuild) to change them"
                 )
             return engine
-        return cls.create(path, settings)
+        return cls.create(path, settings, **options)
 
     def close(self) -> None:
         self.catalog.close()
@@ -141,10 +173,11 @@ class Engine:
         Bad files are reported in `AddReport.failed`, never abort the run. Each batch is committed
         atomically, so an interrupted run keeps every complete entry before it.
         """
-        entries = entries_for(paths, categories, category_depth=self.settings.index.category_depth)
-        report = AddReport()
+        entries, skipped = entries_for(paths, categories, category_depth=self.settings.index.category_depth)
+        report = AddReport(failed=list(skipped))
+        entries = _distinct_files(entries, report)
         started = time.perf_counter()
-        with self._writer:
+        with self._writing("adding images"):
             for start in range(0, len(entries), COMMIT_EVERY):
                 chunk = entries[start : start + COMMIT_EVERY]
                 self._add_chunk(chunk, report)
@@ -158,7 +191,7 @@ class Engine:
     def remove(self, ids_or_paths: Iterable[int | str | Path]) -> RemoveReport:
         """Remove images by id or by path; unknown ones are listed in `missing`."""
         report = RemoveReport()
-        with self._writer:
+        with self._writing("removing images"):
             targets: dict[int, str | None] = {}
             for key in ids_or_paths:
                 item = self._resolve(key)
@@ -195,6 +228,7 @@ class Engine:
         label = name or (str(image) if isinstance(image, str | Path) else "<image>")
         with timer.stage("decode"):
             picture = load_image(image, name=label)
+        self._catch_up()
         chain = self._chain(rerank)
         describers = [reranker for reranker in chain if reranker.needs.describes]
         features = self._describe([picture], timer, describers)[0]
@@ -206,7 +240,8 @@ class Engine:
         """Search with a catalogue image's stored features (its vector and whatever the re-rankers
         need: silhouette, keypoints); the image itself is left out."""
         _check_k(k)
-        item = self.store.get(item_id)
+        self._catch_up()
+        item = self.item(item_id)
         if item is None:
             raise LookalikeError(f"no catalogue image with id {item_id}")
         timer = Timer()
@@ -234,6 +269,7 @@ class Engine:
         """Search with a vector already in this index's space (`embed`'s output, or a stored one);
         re-rankers that need per-image data get what `blobs` holds (nothing by default)."""
         _check_k(k)
+        self._catch_up()
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         if vector.shape[0] != self._dim:
             raise IndexMismatchError(f"expected a vector of {self._dim} features, got {vector.shape[0]}")
@@ -243,7 +279,7 @@ class Engine:
     # -- reading the catalogue (what the CLI and the server show)
     def item(self, item_id: int) -> Item | None:
         """One catalogue image's metadata, or None."""
-        return self.store.get(item_id)
+        return self.store.get(item_id) if 0 <= item_id <= MAX_ID else None
 
     def items(self, category: str | None = None, *, limit: int | None = None, offset: int = 0) -> list[Item]:
         """A page of the catalogue in id order, optionally of one category."""
@@ -276,13 +312,15 @@ class Engine:
     def info(self) -> dict[str, Any]:
         from lookalike.index.rebuild import describe_partitions
 
-        vectors = self.catalog.vectors()
+        self._catch_up()
+        with self.catalog.searching() as vectors:
+            partitions, described = vectors.sizes(), describe_partitions(vectors)
         return {
             "path": str(self.path),
             "images": self.store.count(),
             "categories": {str(k): v for k, v in self.store.category_counts().items()},
-            "partitions": vectors.sizes(),
-            "vector_index": describe_partitions(vectors),
+            "partitions": partitions,
+            "vector_index": described,
             "dim": self._dim,
             "embedder": self.store.get_meta("embedder"),
             "head": self.store.get_meta("head"),
@@ -294,6 +332,37 @@ class Engine:
 
     def __len__(self) -> int:
         return self.store.count()
+
+    def check(self, *, repair: bool = False, hashes: bool = False) -> CheckReport:
+        """Is the index whole? The database's integrity, the vector snapshot against the database,
+        the learned models against the vectors, every image file (and, with `hashes`, its content).
+        `repair` rebuilds what can be rebuilt from the database (the vector snapshot); it writes, so it
+        takes the write lock. Reading never writes."""
+        from lookalike.index.check import CheckReport, check_database, check_files
+
+        report = CheckReport()
+        if not check_database(self.store, report):
+            return report
+        snapshot = self.catalog.snapshot_state()
+        if snapshot["state"] != "current":
+            problem = f"vector snapshot {snapshot['state']}: {snapshot['reason']}"
+            if repair:
+                with self._writing("repairing the index"):
+                    self.catalog.rebuild(self.settings.index)
+                report.repaired.append(f"{problem}; rebuilt it from the database")
+            elif self.store.count():
+                report.problems.append(
+                    f"{problem}; searches rebuild it in memory each time: run `lookalike check --repair`"
+                )
+        else:
+            report.notes.append(f"vector snapshot: {snapshot['reason']}, matches the database")
+        try:
+            self._check_featurizer(self.featurizer)
+            report.notes.append("models: " + describe_fingerprint(self.featurizer.fingerprint()))
+        except LookalikeError as exc:
+            report.problems.append(str(exc))
+        check_files(self.store, report, hashes=hashes)
+        return report
 
     # -- vector index maintenance
     def rebuild(self, kind: str | None = None, **changes: Any) -> dict[str, Any]:
@@ -312,7 +381,7 @@ class Engine:
         settings = self.settings.replace(**dotted) if dotted else self.settings
         INDEX_KINDS.get(settings.index.kind)  # an unknown kind fails here, listing the valid ones
         started = time.perf_counter()
-        with self._writer:
+        with self._writing("rebuilding the vector index"):
             vectors = self.catalog.rebuild(settings.index)
             if settings != self.settings:  # after the snapshot: a crash in between rebuilds the old kind
                 temporary = self.path / (SETTINGS_FILE + ".tmp")
@@ -346,6 +415,7 @@ class Engine:
         """(len(images), dim) vectors of images (paths, encoded bytes or PIL images) exactly as this
         index stores and searches them: same localisation, backbone and learned embedding."""
         pictures = [load_image(image) for image in images]
+        self._catch_up()
         return self._vectors_of_images(pictures) if pictures else np.zeros((0, self._dim), np.float32)
 
     def _vectors_of_images(self, images: list[Image.Image]) -> np.ndarray:
@@ -374,7 +444,7 @@ class Engine:
         settings = settings or self.settings.head
         if settings.kind != "finetune":
             train.check_kind(settings.kind)
-        with self._writer:
+        with self._writing(f"training an embedding ({settings.kind})"):
             if settings.kind == "finetune":
                 return self._fine_tune(settings, items, progress)
             started = time.perf_counter()
@@ -393,7 +463,7 @@ class Engine:
         vectors (a fine-tuned one re-embeds every image from its file); False when there was none."""
         from lookalike.embed import train
 
-        with self._writer:
+        with self._writing("removing the learned embedding"):
             featurizer = self.featurizer
             if featurizer.tuning is not None:
                 self._reembed(featurizer.with_tuning(None), None)
@@ -453,13 +523,45 @@ class Engine:
         known = self.store.get_many(ids.tolist())
         return ids, [known[int(i)].path for i in ids]
 
+    # -- internals: writing and catching up
+    @contextmanager
+    def _writing(self, what: str) -> Iterator[None]:
+        """Hold the index's write lock (this process's threads and other processes wait) and start
+        from what other processes committed."""
+        self._check_still_there()
+        with self._write_lock.hold(what):
+            self._check_still_there()
+            self._catch_up()
+            yield
+
+    def _check_still_there(self) -> None:
+        """A folder deleted or moved while open would take every later write with it: refuse them."""
+        if not (self.path / SETTINGS_FILE).is_file() or not (self.path / DATABASE_FILE).is_file():
+            raise IndexNotFoundError(
+                f"{self.path}: the index folder was deleted or moved while it was open; nothing more can be "
+                "written to it: restore it, or open the index where it is now"
+            )
+
+    def _catch_up(self) -> None:
+        """Take in what other processes committed: images added or removed, or a new embedding (then
+        the featurizer is loaded again from the folder)."""
+        if self.catalog.sync() == "reloaded":
+            self._featurizer = None
+
     # -- internals: features
     def _describe(
         self, images: Sequence[Image.Image], timer: Timer | None = None, describers: Sequence[Any] | None = None
     ) -> list[Features]:
         """The featurizer's features of images, once it is known to make this index's vectors."""
         featurizer = self.featurizer
-        self._check_featurizer(featurizer)
+        try:
+            self._check_featurizer(featurizer)
+        except IndexMismatchError:  # another process may have installed a new embedding: load the folder's
+            self._featurizer = None
+            with self.catalog.writing():
+                self.catalog.reset(int(self.store.get_meta("dim") or 0))
+            featurizer = self.featurizer
+            self._check_featurizer(featurizer)
         return featurizer.describe(images, timer, describers)
 
     def _check_featurizer(self, featurizer: Featurizer) -> None:
@@ -510,10 +612,9 @@ class Engine:
         searched, classification = self._plan_categories(features.vector, category, gating, timer)
         if any(r.needs.catalogue for r in chain) and self._refreshed_generation != self.store.generation:
             self._refresh_rerankers()
-        self.catalog.vectors()  # loaded outside the read lock: loading takes the write lock
-        with self.catalog.reading():
+        with self.catalog.searching() as vectors:
             depth = max(k, chain_depth(chain))
-            scores, ids = self.catalog.candidates(features.vector, depth, searched, timer)
+            scores, ids = self.catalog.candidates(vectors, features.vector, depth, searched, timer)
             candidates = [
                 Candidate(int(i), float(s), {"vector": float(s)}) for i, s in zip(ids, scores, strict=True) if i >= 0
             ]
@@ -601,8 +702,44 @@ class Engine:
 
     def _resolve(self, key: int | str | Path) -> Item | None:
         if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
-            return self.store.get(int(key))
+            return self.store.get(int(key)) if 0 <= int(key) <= MAX_ID else None
         return self.find(key)
+
+
+def _check_creatable(path: Path, overwrite: bool) -> None:
+    state = folder_state(path)
+    if state == "file":
+        raise LookalikeError(f"{path}: is a file; an index is a folder: choose another path")
+    if state == "other":
+        raise LookalikeError(
+            f"{path}: refusing to use a folder that is not empty and is not a lookalike index; choose another path"
+        )
+    if state == "index" and not overwrite:
+        raise LookalikeError(
+            f"{path}: already exists and is not empty; open it with Engine.open, "
+            "or pass overwrite=True (CLI: --rebuild) to replace it"
+        )
+    if state == "half" and not overwrite:
+        raise LookalikeError(half_created_message(path))
+
+
+def _distinct_files(entries: list[CatalogEntry], report: AddReport) -> list[CatalogEntry]:
+    """One entry per real file (a symlink alias or a path given twice is the same file): the first
+    is kept, the others listed in `report.duplicates`; a path that cannot be resolved is a failure."""
+    seen: set[str] = set()
+    kept = []
+    for entry in entries:
+        try:
+            real = str(entry.path.resolve(strict=False))
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+            report.failed.append((str(entry.path), f"cannot resolve the path ({exc})"))
+            continue
+        if real in seen:
+            report.duplicates.append(str(entry.path))
+            continue
+        seen.add(real)
+        kept.append(entry)
+    return kept
 
 
 def _check_k(k: int) -> None:

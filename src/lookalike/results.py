@@ -65,6 +65,7 @@ class AddReport:
     updated: list[int] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    duplicates: list[str] = field(default_factory=list)  # the same file named twice: indexed once
     seconds: float = 0.0
 
     @property

@@ -1,8 +1,11 @@
 """An index folder's stored images: the SQLite store and the vector partitions kept in step with it.
 
-The database is the source of truth. The partitions live in memory and on disk as a snapshot tagged
-with the database generation it matches; a missing, damaged or older snapshot is rebuilt from the
-database. Searches read concurrently; each write commits one transaction, then updates the
+The database is the source of truth. The partitions live in memory, tagged with the database
+generation they reflect, and on disk as a snapshot tagged the same way: a snapshot can only claim a
+generation whose every row it holds. A missing, damaged or older snapshot is rebuilt from the
+database in memory; only writers save snapshots, so read-only commands never write. When another
+process commits, `sync` catches up from the database's change log (or reloads everything after a
+new embedding). Searches read concurrently; each write commits one transaction, then updates the
 partitions, under the write lock.
 """
 
@@ -19,23 +22,25 @@ from lookalike._locks import ReadWriteLock
 from lookalike._timing import Timer
 from lookalike.index.partitioned import PartitionedIndex
 from lookalike.index.rebuild import build_from_store, search_plan
-from lookalike.index.store import MetadataStore, NewItem
+from lookalike.index.store import RESET, MetadataStore, NewItem
 from lookalike.settings import IndexSettings
 
 DATABASE_FILE = "catalog.sqlite"
 VECTORS_DIR = "vectors"
+CHANGES_KEPT = 1000  # generations of change log kept behind the snapshot, for other processes to catch up
 
 
 class Catalog:
     """The metadata store and the vector partitions of one index folder."""
 
-    def __init__(self, folder: Path, settings: IndexSettings) -> None:
+    def __init__(self, folder: Path, settings: IndexSettings, *, create: bool = False) -> None:
         self.folder = folder
         self.settings = settings
-        self.store = MetadataStore(folder / DATABASE_FILE)
+        self.store = MetadataStore(folder / DATABASE_FILE, create=create)
         self.dim = int(self.store.get_meta("dim") or 0)
         self._lock = ReadWriteLock()
         self._vectors: PartitionedIndex | None = None
+        self.generation = -1  # the database generation the partitions in memory reflect
 
     def close(self) -> None:
         self.store.close()
@@ -44,6 +49,17 @@ class Catalog:
     def reading(self) -> Iterator[None]:
         with self._lock.reading():
             yield
+
+    @contextmanager
+    def searching(self) -> Iterator[PartitionedIndex]:
+        """The loaded partitions, held for reading (commits and swaps wait until the block ends)."""
+        while True:
+            self.vectors()  # loading takes the write lock: outside the read lock
+            with self._lock.reading():
+                vectors = self._vectors
+                if vectors is not None:  # not swapped out in between
+                    yield vectors
+                    return
 
     @contextmanager
     def writing(self) -> Iterator[None]:
@@ -61,12 +77,46 @@ class Catalog:
         return self._vectors
 
     def partition_names(self) -> list[str]:
-        vectors = self.vectors()
-        with self._lock.reading():
+        with self.searching() as vectors:
             return list(vectors.sizes())
+
+    def sync(self) -> str:
+        """Catch up with transactions committed by other processes since the partitions were loaded:
+        "current" (nothing to do), "caught up" (their additions and removals applied), or "reloaded"
+        (a new embedding rewrote every vector, or the change log no longer reaches back: the
+        partitions and `dim` are read again on next use)."""
+        if self._vectors is None or self.store.generation == self.generation:
+            return "current"
+        with self._lock.writing():
+            with self.store.consistent_read():
+                now = self.store.generation
+                changes = self.store.changes_since(self.generation) if now != self.generation else []
+            if now == self.generation:
+                return "current"
+            if changes is None or any(op == RESET for _, op, _, _ in changes):
+                self._vectors, self.generation = None, -1
+                self.dim = int(self.store.get_meta("dim") or 0)
+                return "reloaded"
+            self._apply(self._vectors, changes)
+            self.generation = now
+        return "caught up"
+
+    def _apply(self, vectors: PartitionedIndex, changes: list[tuple[int, str, int, str | None]]) -> None:
+        added = [item_id for _, op, item_id, _ in changes if op == "add"]
+        removed = {item_id: category for _, op, item_id, category in changes if op == "remove"}
+        gone = [(item_id, category) for item_id, category in removed.items() if item_id not in set(added)]
+        if gone:
+            vectors.remove(np.array([i for i, _ in gone], dtype=np.int64), [c for _, c in gone])
+        still_there = [item_id for item_id in added if item_id not in removed]  # ids are never reused
+        rows = self.store.get_many(still_there)
+        stored = self.store.vectors_of(list(rows), self.dim)
+        if stored:
+            ids = np.array(list(stored), dtype=np.int64)
+            vectors.add(ids, np.stack([stored[int(i)] for i in ids]), [rows[int(i)].category for i in ids])
 
     def candidates(
         self,
+        vectors: PartitionedIndex,
         query: np.ndarray,
         depth: int,
         categories: Sequence[str | None] | None,
@@ -74,11 +124,10 @@ class Catalog:
     ) -> tuple[np.ndarray, np.ndarray]:
         """The top `depth` (scores, ids) over the categories' partitions (all when None), best first.
 
-        Call it inside `reading()`. Partitions that declare approximate search fetch
+        `vectors` comes from `searching()`. Partitions that declare approximate search fetch
         `shortlist_factor` times more; those whose scores are approximate (PQ codes) have the
         shortlist re-scored exactly from the stored full vectors.
         """
-        vectors = self._vectors if self._vectors is not None else self.vectors()
         keys = None if categories is None else [vectors.key(c) for c in categories]
         plan = search_plan(vectors, keys)
         fetch = depth * self.settings.shortlist_factor if plan.approximate else depth
@@ -95,12 +144,18 @@ class Catalog:
     # -- writes
     def commit(self, new: Sequence[NewItem], replaced: dict[int, str | None]) -> list[int]:
         """Write new items and delete replaced ones (id -> category) in one transaction, then update
-        the partitions; returns the new items' ids."""
+        the partitions; returns the new items' ids. Callers hold the index's write lock."""
+        vectors = self.vectors()
+        self.sync()
         vectors = self.vectors()
         with self._lock.writing():
             with self.store.transaction() as db:
                 self.store.delete(db, replaced)
                 ids = [self.store.insert(db, item) for item in new]
+            if self.store.last_generation != self.generation + 1:  # another writer came between: replay the log
+                self._vectors, self.generation = None, -1
+                return ids
+            self.generation = self.store.last_generation
             if replaced:
                 vectors.remove(np.array(list(replaced), dtype=np.int64), list(replaced.values()))
             if new:
@@ -112,30 +167,44 @@ class Catalog:
         return ids
 
     def save_snapshot(self) -> None:
+        """Write the partitions as the snapshot of the generation they reflect (writers only)."""
         vectors = self.vectors()
         with self._lock.reading():
-            vectors.save(self.folder / VECTORS_DIR, self.store.generation)
+            vectors.save(self.folder / VECTORS_DIR, self.generation)
+            self.store.prune_changes(self.generation - CHANGES_KEPT)
 
     def rebuild(self, settings: IndexSettings) -> PartitionedIndex:
         """New partitions of kind `settings.kind` from every stored vector, saved and swapped in;
-        searches wait meanwhile."""
+        searches wait meanwhile. Callers hold the index's write lock."""
         with self._lock.writing():
-            vectors = build_from_store(self.store, settings, self.dim)
+            vectors, generation = self._build(settings)
             self.store.set_meta("vectors_rebuilt_at", time.time())  # a new generation: the old snapshot is stale
-            vectors.save(self.folder / VECTORS_DIR, self.store.generation)
-            self.settings, self._vectors = settings, vectors
+            if self.store.last_generation == generation + 1:
+                generation = self.store.last_generation
+            vectors.save(self.folder / VECTORS_DIR, generation)
+            self.settings, self._vectors, self.generation = settings, vectors, generation
         return vectors
 
     def reset(self, dim: int) -> None:
         """Forget the loaded partitions (call inside `writing()` after the stored vectors were rewritten)."""
-        self._vectors, self.dim = None, dim
+        self._vectors, self.dim, self.generation = None, dim, -1
+
+    def snapshot_state(self) -> dict[str, object]:
+        """What `lookalike check` reports of the snapshot on disk: its generation, kind and whether it loads."""
+        return PartitionedIndex.inspect(self.folder / VECTORS_DIR, self.settings, self.dim, self.store.generation)
 
     def _load_or_rebuild(self) -> PartitionedIndex:
+        """The snapshot of the database's generation, or partitions rebuilt from the database (in
+        memory only: a reader never writes)."""
         generation = self.store.generation
         loaded = PartitionedIndex.load(self.folder / VECTORS_DIR, self.settings, self.dim, generation)
         if loaded is not None:
+            self.generation = generation
             return loaded
-        rebuilt = build_from_store(self.store, self.settings, self.dim)
-        if self.store.count():
-            rebuilt.save(self.folder / VECTORS_DIR, generation)
-        return rebuilt
+        vectors, self.generation = self._build(self.settings)
+        return vectors
+
+    def _build(self, settings: IndexSettings) -> tuple[PartitionedIndex, int]:
+        """Partitions of every stored vector, and the generation they reflect (read as one state)."""
+        with self.store.consistent_read():
+            return build_from_store(self.store, settings, self.dim), self.store.generation

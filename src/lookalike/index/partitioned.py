@@ -79,20 +79,37 @@ class PartitionedIndex:
 
     @classmethod
     def load(cls, folder: Path, settings: IndexSettings, dim: int, generation: int) -> PartitionedIndex | None:
-        """The saved snapshot, or None when it is missing or older than the database."""
+        """The saved snapshot, or None when it is missing, older than the database or damaged (a
+        garbled manifest, a missing or truncated partition file): the caller rebuilds it."""
+        state = cls.inspect(folder, settings, dim, generation)
+        return state.get("index") if state["state"] == "current" else None  # type: ignore[return-value]
+
+    @classmethod
+    def inspect(cls, folder: Path, settings: IndexSettings, dim: int, generation: int) -> dict[str, object]:
+        """The snapshot's state ("missing", "stale", "damaged" or "current", with the reason) and,
+        when current, the loaded `index`."""
         manifest_path = folder / _MANIFEST
         if not manifest_path.exists():
-            return None
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("generation") != generation or manifest.get("kind") != settings.kind:
-            return None
+            return {"state": "missing", "reason": f"no {manifest_path.name}"}
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            saved, files = manifest["generation"], dict(manifest["partitions"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return {"state": "damaged", "reason": f"{manifest_path}: unreadable manifest ({exc!r:.80})"}
+        if saved != generation or manifest.get("kind") != settings.kind or manifest.get("dim", dim) != dim:
+            found = f"generation {saved}, kind {manifest.get('kind')}"
+            return {
+                "state": "stale",
+                "reason": f"{found}; the database is at generation {generation}, kind {settings.kind}",
+            }
         index = cls(settings, dim)
         target = folder / f"gen-{generation}"
-        for key, name in manifest["partitions"].items():
-            if not (target / name).is_file():
-                return None  # a damaged snapshot is rebuilt from the database, like a stale one
-            index.partitions[key] = load_index(settings.kind, target / name, dim, settings)
-        return index
+        for key, name in files.items():
+            try:
+                index.partitions[key] = load_index(settings.kind, target / str(name), dim, settings)
+            except Exception as exc:  # FAISS raises RuntimeError on truncated files; anything unreadable is damage
+                return {"state": "damaged", "reason": f"{target / str(name)}: {exc!s:.120}"}
+        return {"state": "current", "reason": f"generation {generation}", "index": index}
 
 
 def _group(keys: Iterable[str]) -> dict[str, list[int]]:

@@ -1,11 +1,15 @@
 """SQLite metadata and the vectors' source of truth: each write is one transaction.
 
 The FAISS files beside it are snapshots that can always be rebuilt from here, so a crash between
-a committed batch and the next snapshot loses nothing.
+a committed batch and the next snapshot loses nothing. Every transaction bumps the database's
+generation and logs which items it added and removed (`changes`), so a process holding the vectors
+in memory can catch up with another process's writes without reading the whole catalogue.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import sqlite3
 import threading
@@ -18,7 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from lookalike.errors import DiskFullError, IndexCorruptError
+
 SCHEMA_VERSION = 1
+RESET = "reset"  # a change that rewrote every vector (a new embedding): catch up by reloading everything
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -39,6 +46,13 @@ CREATE TABLE IF NOT EXISTS blobs (
     data BLOB NOT NULL,
     PRIMARY KEY (item_id, name)
 );
+CREATE TABLE IF NOT EXISTS changes (
+    generation INTEGER NOT NULL,
+    op TEXT NOT NULL,
+    item_id INTEGER NOT NULL,
+    category TEXT
+);
+CREATE INDEX IF NOT EXISTS changes_generation ON changes(generation);
 """
 
 
@@ -67,20 +81,41 @@ class NewItem:
 
 
 class MetadataStore:
-    """Thread-safe access to the index's SQLite database."""
+    """Thread-safe access to the index's SQLite database.
 
-    def __init__(self, path: Path) -> None:
+    `create=False` opens an existing database and refuses anything else (an empty or foreign file)
+    with an `IndexCorruptError` naming it.
+    """
+
+    def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
-        if self.get_meta("schema_version") is None:
-            with self.transaction():
-                self._set_meta("schema_version", SCHEMA_VERSION)
-                self._set_meta("generation", 0)
+        self._pending: int | None = None  # the generation the open transaction will commit
+        self.last_generation = 0  # the generation this connection's last transaction committed
+        if not create:
+            _check_existing(path)
+        try:
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            if not create:
+                self._check_schema()
+            self._db.executescript(_SCHEMA)
+            if self.get_meta("schema_version") is None:
+                with self.transaction():
+                    self._set_meta("schema_version", SCHEMA_VERSION)
+                    self._set_meta("generation", 0)
+        except sqlite3.DatabaseError as exc:
+            raise _readable_error(path, exc) from None
+
+    def _check_schema(self) -> None:
+        tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"meta", "items", "blobs"} <= tables:
+            raise IndexCorruptError(
+                f"{self.path}: not a lookalike catalogue database (tables found: {sorted(tables) or 'none'}); "
+                "restore it, or build the index again with `lookalike index CATALOG --index PATH --rebuild`"
+            )
 
     def close(self) -> None:
         with self._lock:
@@ -88,16 +123,35 @@ class MetadataStore:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One atomic write; bumps the generation so vector snapshots know they are stale."""
+        """One atomic write; bumps the generation so vector snapshots know they are stale.
+
+        A full disk raises `DiskFullError`; nothing of the transaction is kept.
+        """
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._pending = self._generation_now() + 1
                 yield self._db
-                self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+                self._db.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (str(self._pending),))
                 self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+                self.last_generation = self._pending
+            except BaseException as exc:
+                self._rollback()
+                readable = _readable_error(self.path, exc)
+                if readable is exc:
+                    raise
+                raise readable from exc
+            finally:
+                self._pending = None
+
+    def _rollback(self) -> None:
+        # SQLite may have rolled back already (a full disk does): the original error is the one to report
+        with contextlib.suppress(sqlite3.OperationalError):
+            self._db.execute("ROLLBACK")
+
+    def _generation_now(self) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        return int(json.loads(row[0])) if row else 0
 
     # -- meta
     def get_meta(self, key: str) -> Any:
@@ -114,7 +168,46 @@ class MetadataStore:
 
     @property
     def generation(self) -> int:
-        return int(self.get_meta("generation") or 0)
+        """The number of transactions committed so far (by any process)."""
+        with self._lock:
+            return self._generation_now()
+
+    @contextmanager
+    def consistent_read(self) -> Iterator[None]:
+        """Reads inside see one state of the database, whatever other processes commit meanwhile."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                yield
+            finally:
+                self._db.execute("COMMIT")
+
+    def changes_since(self, generation: int) -> list[tuple[int, str, int, str | None]] | None:
+        """(generation, op, item id, category) of every change committed after `generation`, in order;
+        None when the log no longer reaches back that far (then reload everything)."""
+        pruned = int(self.get_meta("changes_pruned_through") or 0)
+        if generation < pruned:
+            return None
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT generation, op, item_id, category FROM changes WHERE generation > ? ORDER BY rowid",
+                (generation,),
+            ).fetchall()
+        return [(int(g), str(op), int(i), c) for g, op, i, c in rows]
+
+    def prune_changes(self, through: int) -> None:
+        """Forget the changes up to generation `through` (a snapshot of that generation is on disk)."""
+        with self._lock:
+            self._db.execute("DELETE FROM changes WHERE generation <= ?", (through,))
+            self._set_meta("changes_pruned_through", max(through, int(self.get_meta("changes_pruned_through") or 0)))
+
+    def _log(self, db: sqlite3.Connection, op: str, item_id: int, category: str | None) -> None:
+        if self._pending is None:
+            raise RuntimeError("store writes must happen inside store.transaction()")
+        db.execute(
+            "INSERT INTO changes (generation, op, item_id, category) VALUES (?, ?, ?, ?)",
+            (self._pending, op, item_id, category),
+        )
 
     # -- writes
     def insert(self, db: sqlite3.Connection, item: NewItem) -> int:
@@ -130,6 +223,7 @@ class MetadataStore:
             ),
         )
         item_id = int(cursor.lastrowid or 0)
+        self._log(db, "add", item_id, item.category)
         db.executemany(
             "INSERT INTO blobs (item_id, name, data) VALUES (?, ?, ?)",
             [(item_id, name, data) for name, data in item.blobs.items()],
@@ -137,7 +231,11 @@ class MetadataStore:
         return item_id
 
     def delete(self, db: sqlite3.Connection, ids: Iterable[int]) -> None:
-        db.executemany("DELETE FROM items WHERE id = ?", [(int(i),) for i in ids])
+        for item_id in ids:
+            row = db.execute("SELECT category FROM items WHERE id = ?", (int(item_id),)).fetchone()
+            if row is not None:
+                self._log(db, "remove", int(item_id), row[0])
+                db.execute("DELETE FROM items WHERE id = ?", (int(item_id),))
 
     def rewrite_vectors(
         self,
@@ -164,6 +262,7 @@ class MetadataStore:
                 )
             for key, value in meta.items():
                 self._set_meta(key, value)
+            self._log(db, RESET, 0, None)
 
     # -- reads
     def get(self, item_id: int) -> Item | None:
@@ -266,6 +365,34 @@ class MetadataStore:
                 "SELECT category, COUNT(*) FROM items GROUP BY category ORDER BY category"
             ).fetchall()
         return {category: int(count) for category, count in rows}
+
+
+def _check_existing(path: Path) -> None:
+    if not path.is_file():
+        raise IndexCorruptError(f"{path}: missing; an index folder holds catalog.sqlite and settings.json")
+    if path.stat().st_size == 0:
+        raise IndexCorruptError(
+            f"{path}: the catalogue database is empty (0 bytes), so the index lost its contents; restore it "
+            "from a backup, or build the index again with `lookalike index CATALOG --index PATH --rebuild`"
+        )
+
+
+def _readable_error(path: Path, exc: BaseException) -> Exception:
+    """The lookalike error for a database or file-system failure: a full disk, or an unreadable file."""
+    if not isinstance(exc, sqlite3.DatabaseError | OSError):
+        return exc if isinstance(exc, Exception) else RuntimeError(str(exc))
+    text = str(exc)
+    if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "disk is full" in text or "disk I/O" in text:
+        return DiskFullError(
+            f"{path.parent}: no space left on the device ({text}); nothing of this batch was written and "
+            "what was committed before is kept: free some space and run the command again"
+        )
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.IntegrityError):
+        return IndexCorruptError(
+            f"{path}: the catalogue database cannot be read ({text}); restore it from a backup, or build "
+            "the index again with `lookalike index CATALOG --index PATH --rebuild` (`lookalike check` tells more)"
+        )
+    return exc if isinstance(exc, Exception) else RuntimeError(text)
 
 
 def _vector_bytes(vector: np.ndarray) -> bytes:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import errno
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from lookalike.errors import LookalikeError, SettingsError
-from lookalike.io.images import IMAGE_EXTENSIONS
+from lookalike.io.images import IMAGE_EXTENSIONS, UNSUPPORTED_EXTENSIONS, path_problem
 
 
 @dataclass(frozen=True)
@@ -22,31 +24,108 @@ class CatalogEntry:
     mask: Path | None = None
 
 
-def scan_folder(root: str | Path, *, category_depth: int = 1) -> list[CatalogEntry]:
+Skipped = list[tuple[str, str]]  # (path, reason): files met while collecting that will not be indexed
+FOLDER_NAMED_LIKE_IMAGE = "a folder named like an image, not an image file (the images inside it are indexed)"
+
+
+def scan_folder(root: str | Path, *, category_depth: int = 1, skipped: Skipped | None = None) -> list[CatalogEntry]:
     """Every image file under `root`, sorted; category = the first `category_depth` folders below it.
 
-    Images directly in `root` (or `category_depth=0`) get no category.
+    Images directly in `root` (or `category_depth=0`) get no category. What looks like an image but
+    will not be indexed is appended to `skipped` with the reason: files in formats lookalike does not
+    index (GIF, SVG, HEIC...), folders named like images, broken symbolic links, symbolic link loops
+    and links to folders (not followed). Other files (README.txt, .DS_Store, manifest.csv) are ignored.
     """
     root = Path(root)
     if not root.is_dir():
         raise LookalikeError(f"{root}: not a folder; expected a folder of images (sub-folders = categories)")
     entries = []
-    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()):
+    passed: Skipped = []
+    for path in _image_files(root, passed):
         folders = path.relative_to(root).parts[:-1]
         category = "/".join(folders[:category_depth]) if folders and category_depth > 0 else None
         entries.append(CatalogEntry(path=path, category=category))
+    if skipped is not None:
+        skipped.extend(sorted(passed))
     return entries
 
 
-def expand_paths(paths: list[str | Path], *, category_depth: int = 1) -> list[CatalogEntry]:
-    """Files as given (no category) and folders scanned with `scan_folder`."""
+def _image_files(root: Path, skipped: Skipped) -> list[Path]:
+    """The image files below `root`, sorted. Links to folders are never followed, so the walk cannot loop."""
+    found: list[Path] = []
+    folders = [root]
+    while folders:
+        folder = folders.pop()
+        try:
+            with os.scandir(folder) as listing:
+                items = list(listing)
+        except OSError as exc:
+            skipped.append((str(folder), f"cannot read the folder ({exc.strerror or exc})"))
+            continue
+        for item in items:
+            path = Path(item.path)
+            extension = path.suffix.lower()
+            named_like_image = extension in IMAGE_EXTENSIONS or extension in UNSUPPORTED_EXTENSIONS
+            if item.is_dir(follow_symlinks=False):
+                folders.append(path)
+                if named_like_image:
+                    skipped.append((str(path), FOLDER_NAMED_LIKE_IMAGE))
+                continue
+            if item.is_symlink():
+                reason = _link_to_folder_or_loop(path)
+                if reason is not None:
+                    skipped.append((str(path), reason))
+                    continue
+            if extension in IMAGE_EXTENSIONS:
+                problem = path_problem(path)  # a broken link, a pipe...
+                if problem is None:
+                    found.append(path)
+                else:
+                    skipped.append((str(path), problem))
+            elif extension in UNSUPPORTED_EXTENSIONS:
+                skipped.append((str(path), UNSUPPORTED_EXTENSIONS[extension]))
+    return sorted(found)
+
+
+def _link_to_folder_or_loop(link: Path) -> str | None:
+    """Why the symbolic link `link` is not followed when it leads to a folder or loops; None otherwise."""
+    try:
+        target = link.resolve(strict=True)
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a loop, in Python < 3.13
+        if isinstance(exc, RuntimeError) or exc.errno == errno.ELOOP:
+            return "symbolic link loop (the link leads back to itself); not followed"
+        return None  # broken: listed with the reason when named like an image
+    if not target.is_dir():
+        return None
+    parent = link.parent.resolve()
+    if target == parent or target in parent.parents:
+        return f"symbolic link to a folder above it ({target}): a loop, not followed"
+    return f"symbolic link to a folder ({target}): not followed; index that folder itself"
+
+
+def expand_paths(
+    paths: list[str | Path], *, category_depth: int = 1, skipped: Skipped | None = None
+) -> list[CatalogEntry]:
+    """Files as given (no category) and folders scanned with `scan_folder`; what is passed over is
+    appended to `skipped` when given.
+
+    A file is taken as given whatever its extension (the decoder then says whether it can be read),
+    except one that is missing, a broken symbolic link or a link loop: passed over with the reason.
+    """
     entries: list[CatalogEntry] = []
+    passed: Skipped = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            entries.extend(scan_folder(path, category_depth=category_depth))
+            entries.extend(scan_folder(path, category_depth=category_depth, skipped=passed))
+            continue
+        problem = path_problem(path)
+        if problem is not None and not path.exists():
+            passed.append((str(path), problem))
         else:
             entries.append(CatalogEntry(path=path))
+    if skipped is not None:
+        skipped.extend(passed)
     return entries
 
 
@@ -94,11 +173,13 @@ def entries_for(
     categories: Sequence[str | None] | str | None = None,
     *,
     category_depth: int = 1,
-) -> list[CatalogEntry]:
-    """What `Engine.add` indexes: entries as given, files, and folders scanned with `scan_folder`.
+) -> tuple[list[CatalogEntry], Skipped]:
+    """What `Engine.add` indexes: entries as given, files, and folders scanned with `scan_folder`,
+    and the (path, reason) of what was passed over.
 
     `categories` is one category for everything, or one per path (None keeps a folder's sub-folder names).
     """
+    skipped: Skipped = []
     items = list(paths)
     if isinstance(categories, str) or categories is None:
         labels: list[str | None] = [categories] * len(items)
@@ -111,6 +192,6 @@ def entries_for(
         if isinstance(item, CatalogEntry):
             entries.append(item if label is None else CatalogEntry(item.path, label, item.item))
             continue
-        for entry in expand_paths([item], category_depth=category_depth):
+        for entry in expand_paths([item], category_depth=category_depth, skipped=skipped):
             entries.append(entry if label is None else CatalogEntry(entry.path, label))
-    return entries
+    return entries, skipped

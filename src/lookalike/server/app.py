@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from lookalike import __version__
@@ -16,12 +17,14 @@ from lookalike.server.errors import install_error_handlers
 from lookalike.server.limits import BodyLimitMiddleware
 from lookalike.server.routes import ROUTERS
 from lookalike.server.routes.page import STATIC_DIR
+from lookalike.server.security import TrustedHostsMiddleware, WriteGuardMiddleware
 
 DESCRIPTION = """
 Search a catalogue of product photos with a photo, and see why each result matched.
 
 Files are reached by catalogue id only. Errors answer `{"error": {"type": ..., "message": ...}}`.
-The web page is at [/](/).
+Writes (`POST /api/items`, `DELETE /api/items/{id}`) are off unless the server allows them; with an
+API key they need `Authorization: Bearer <key>`. The web page is at [/](/).
 """
 
 
@@ -37,7 +40,19 @@ def create_app(engine: Any, settings: ServerSettings | None = None) -> FastAPI:
     )
     app.state.context = context
     install_error_handlers(app)
+    # the last added runs first: trusted hosts, then CORS (so refusals carry its headers), then writes
     app.add_middleware(BodyLimitMiddleware, limit_for=settings.request_limit)
+    app.add_middleware(WriteGuardMiddleware, settings=settings)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+            max_age=600,
+        )
+    if settings.trusted_hosts is not None:
+        app.add_middleware(TrustedHostsMiddleware, hosts=settings.trusted_hosts)
     for router in ROUTERS:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -1,20 +1,32 @@
-"""The server's own settings: limits and caches. The engine's settings stay in the index."""
+"""The server's own settings: limits, caches and who may write. The engine's settings stay in the index."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from lookalike.errors import SettingsError
 
 MB = 1024 * 1024
+MIN_API_KEY_LENGTH = 8
+_KEY_CHARACTERS = re.compile(r"[\x21-\x7e]+")  # visible ASCII: it travels in an HTTP header
+_HOST_NAME = re.compile(r"(\*|(\*\.)?[A-Za-z0-9_.:\[\]-]+)")
 
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """Limits of the REST server; every one is checked when the app is built."""
+    """Limits of the REST server and its write protection; every one is checked when the app is built.
+
+    Writes (adding and removing catalogue images) are off unless `allow_writes`; with `api_key`
+    they need `Authorization: Bearer <key>` (or `X-API-Key`). `cors_origins` lists the other sites'
+    pages that may call the API from a browser (none by default); `trusted_hosts`, when given, the
+    only `Host` names answered (against DNS rebinding; `lookalike serve` on loopback defaults it).
+    """
 
     max_upload_bytes: int = 10 * MB  # per uploaded photo; larger ones get 413
     max_files_per_add: int = 20  # photos per POST /api/items
+    max_pixels_per_request: int = 200_000_000  # decoded pixels of all the photos of one request; 413 beyond
     max_k: int = 100  # largest k a search may ask for
     default_k: int = 10
     query_cache_size: int = 64  # recent queries whose cut-out, mask and silhouette are kept in memory
@@ -22,11 +34,24 @@ class ServerSettings:
     thumbnail_size: int = 256  # default thumbnail side; thumbnails are JPEGs cached in the index folder
     thumbnail_sizes: tuple[int, ...] = (128, 256, 512)  # the sizes a client may ask for
     warm_up: bool = True  # load the models at start-up rather than on the first search
+    allow_writes: bool = False  # POST /api/items and DELETE /api/items/{id}; off: 403
+    api_key: str | None = field(default=None, repr=False)  # needed for writes when set; never logged
+    cors_origins: tuple[str, ...] = ()  # e.g. ("https://shop.example.com",); none: no CORS headers
+    trusted_hosts: tuple[str, ...] | None = None  # Host names answered (None: any); "*.example.com" allowed
 
     def __post_init__(self) -> None:
+        if self.api_key == "":
+            object.__setattr__(self, "api_key", None)  # an empty LOOKALIKE_API_KEY means none
+        object.__setattr__(self, "cors_origins", tuple(origin.rstrip("/") for origin in self.cors_origins))
+        if self.trusted_hosts is not None:
+            object.__setattr__(self, "trusted_hosts", tuple(self.trusted_hosts))
         checks = [
             (self.max_upload_bytes >= 1024, f"max_upload_bytes must be >= 1024, got {self.max_upload_bytes}"),
             (self.max_files_per_add >= 1, f"max_files_per_add must be >= 1, got {self.max_files_per_add}"),
+            (
+                self.max_pixels_per_request >= 1_000_000,
+                f"max_pixels_per_request must be >= 1,000,000, got {self.max_pixels_per_request:,}",
+            ),
             (self.max_k >= 1, f"max_k must be >= 1, got {self.max_k}"),
             (1 <= self.default_k <= self.max_k, f"default_k must be in [1, max_k={self.max_k}], got {self.default_k}"),
             (self.query_cache_size >= 1, f"query_cache_size must be >= 1, got {self.query_cache_size}"),
@@ -35,12 +60,44 @@ class ServerSettings:
                 self.thumbnail_size in self.thumbnail_sizes,
                 f"thumbnail_size {self.thumbnail_size} must be one of thumbnail_sizes {self.thumbnail_sizes}",
             ),
+            (
+                self.api_key is None
+                or (len(self.api_key) >= MIN_API_KEY_LENGTH and _KEY_CHARACTERS.fullmatch(self.api_key) is not None),
+                f"api_key must be at least {MIN_API_KEY_LENGTH} visible ASCII characters without spaces "
+                "(e.g. the output of `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)",
+            ),
         ]
+        checks += [(_is_origin(origin), _origin_problem(origin)) for origin in self.cors_origins]
+        checks += [(_HOST_NAME.fullmatch(name) is not None, _host_problem(name)) for name in self.trusted_hosts or ()]
         for ok, message in checks:
             if not ok:
                 raise SettingsError(f"server settings: {message}")
+
+    @property
+    def key_required(self) -> bool:
+        return self.api_key is not None
 
     def request_limit(self, path: str) -> int:
         """The most bytes a request body to `path` may hold: its photos plus room for the form."""
         files = self.max_files_per_add if path.rstrip("/") == "/api/items" else 1
         return files * self.max_upload_bytes + MB
+
+
+def _is_origin(origin: str) -> bool:
+    try:
+        parts = urlsplit(origin)
+        parts.port  # noqa: B018 (raises ValueError on a bad port)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and parts.path == "" and not parts.query
+
+
+def _origin_problem(origin: str) -> str:
+    return (
+        f"CORS origin {origin!r} must be a scheme and host with an optional port, like "
+        "https://shop.example.com or http://localhost:3000 (no path, no '*')"
+    )
+
+
+def _host_problem(name: str) -> str:
+    return f"trusted host {name!r} must be a host name without scheme or port (example.com, *.example.com, ::1) or '*'"

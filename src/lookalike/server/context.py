@@ -20,9 +20,10 @@ from fastapi import Depends, Request
 from PIL import Image
 
 from lookalike.errors import LookalikeError
-from lookalike.pipeline import Engine
+from lookalike.index.catalog import DATABASE_FILE
+from lookalike.pipeline import SETTINGS_FILE, Engine
 from lookalike.server.config import ServerSettings
-from lookalike.server.errors import ApiError, not_found
+from lookalike.server.errors import ApiError, index_unavailable, not_found
 from lookalike.server.queries import QueryCache
 from lookalike.server.uploads import UPLOADS_DIR
 
@@ -56,6 +57,18 @@ class ServerContext:
     @property
     def rerankers(self) -> list[str]:
         return self.engine.rerankers
+
+    def index_present(self) -> bool:
+        """Whether the index folder is still there with its database and settings (someone may have
+        deleted or moved it while the server runs: the open database would then take writes and lose them)."""
+        folder = Path(self.engine.path)
+        return (folder / DATABASE_FILE).is_file() and (folder / SETTINGS_FILE).is_file()
+
+    def check_index(self) -> None:
+        """503 when the index folder is gone (see `index_present`)."""
+        if not self.index_present():
+            log.error("the index folder %s is missing its files; refusing writes", self.engine.path)
+            raise index_unavailable()
 
     @contextmanager
     def writing(self) -> Iterator[None]:

@@ -24,6 +24,14 @@ class HealthOut(BaseModel):
     version: str
 
 
+class WritesInfo(BaseModel):
+    """Whether this server lets clients add and remove images, and whether that needs the API key."""
+
+    enabled: bool
+    key_required: bool
+    cors_origins: list[str]  # the other sites whose pages may call the API from a browser
+
+
 class ServerInfo(BaseModel):
     max_upload_bytes: int
     max_files_per_add: int
@@ -36,6 +44,8 @@ class ServerInfo(BaseModel):
     gating_switchable: bool  # whether a search can turn classifier gating off (`gating=false`)
     queries_cached: int
     query_cache_size: int
+    max_pixels_per_request: int
+    writes: WritesInfo
 
 
 class StatusOut(BaseModel):
@@ -76,7 +86,9 @@ class LocalizationOut(BaseModel):
 
     found: bool
     reason: str | None = None
-    box: list[int] = Field(description="left, top, right, bottom in the photo's pixels")
+    box: list[int] = Field(
+        description="left, top, right, bottom in the decoded photo's pixels (over 2048 px a side: reduced scale)"
+    )
     object_fraction: float
 
 
@@ -132,10 +144,15 @@ class SearchOut(BaseModel):
 
 
 class AddedItem(BaseModel):
+    """One uploaded photo and the catalogue image it is now; "duplicate": the same photo as an earlier
+    upload of the same request (`duplicate_of`), indexed once under that one's id."""
+
     id: int
-    name: str
+    name: str = Field(description="the saved file's name")
+    upload: str | None = Field(None, description="the uploaded file's name, as the client sent it")
     category: str | None
-    status: Literal["added", "updated", "unchanged"]
+    status: Literal["added", "updated", "unchanged", "duplicate"]
+    duplicate_of: str | None = Field(None, description="with status duplicate: the earlier upload's name")
 
 
 class FailedUpload(BaseModel):

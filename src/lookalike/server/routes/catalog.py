@@ -19,10 +19,12 @@ from lookalike.server.context import ServerContext
 from lookalike.server.errors import ApiError, not_found
 from lookalike.server.media import png_bytes, silhouette_image
 from lookalike.server.respond import item_out
-from lookalike.server.routes.common import PNG, Context, ItemId, Scale, errors, optional
+from lookalike.server.routes.common import MAX_INT64, PNG, Context, ItemId, Scale, errors, optional
 from lookalike.server.schemas import AddOut, ItemOut, ItemPage, RemoveOut
 
 router = APIRouter(prefix="/api", tags=["catalogue"])
+# files served by id: the indexed formats, and GIF (an upload or an explicit `add` of one: its first frame is indexed)
+SERVED_EXTENSIONS = IMAGE_EXTENSIONS | {".gif"}
 CACHE_IMMUTABLE = {"Cache-Control": "public, max-age=86400"}  # ids are never reused
 Photos = Annotated[list[UploadFile], File(description="one or more photos to add")]
 NewCategory = Annotated[str | None, Form(description="the photos' category (optional)")]
@@ -33,7 +35,7 @@ def list_items(
     context: Context,
     category: Annotated[str | None, Query(description="only this category")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 48,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
 ) -> ItemPage:
     """One page of the catalogue, in id order, optionally of one category."""
     category = optional(category)
@@ -52,12 +54,16 @@ def get_item(item_id: ItemId, context: Context) -> ItemOut:
     return item_out(context.item_or_404(item_id), context.localization)
 
 
-@router.post("/items", response_model=AddOut, status_code=201, responses=errors(413, 422))
+@router.post("/items", response_model=AddOut, status_code=201, responses=errors(400, 401, 403, 413, 422, 503, 507))
 def add_items(files: Photos, context: Context, response: Response, category: NewCategory = None) -> AddOut:
     """Add uploaded photos to the catalogue (saved in the index folder's `uploads/`), indexed at once.
 
-    Every photo is checked before any is saved: one bad photo refuses the whole request (422).
-    Answers 201 when something was added, 200 when every photo was already indexed.
+    A write: off unless the server allows writes (403), with the API key when it has one
+    (`Authorization: Bearer <key>`; 401 without, 403 when wrong), never from another site's page (403).
+    Every photo is checked before any is saved: one bad photo refuses the whole request (422); too many
+    bytes or pixels, 413. The same photo twice in one request is indexed once: the repeat answers with
+    status "duplicate" and `duplicate_of`. 201 when something was added, 200 when every photo was
+    already indexed; 507 when the server's disk is full, 503 when its index folder is gone.
     """
     if len(files) > context.settings.max_files_per_add:
         raise ApiError(
@@ -69,9 +75,12 @@ def add_items(files: Photos, context: Context, response: Response, category: New
     return added
 
 
-@router.delete("/items/{item_id}", response_model=RemoveOut, responses=errors(404, 422))
+@router.delete("/items/{item_id}", response_model=RemoveOut, responses=errors(401, 403, 404, 422, 503, 507))
 def remove_item(item_id: ItemId, context: Context) -> RemoveOut:
-    """Remove an image from the index (and its file, when it was uploaded through this server)."""
+    """Remove an image from the index (and its file, when it was uploaded through this server).
+
+    A write: needs what `POST /api/items` needs (writes allowed, the API key when set, not cross-site).
+    """
     return RemoveOut(removed=catalog_files.remove(context, item_id))
 
 
@@ -114,6 +123,6 @@ def silhouette(item_id: ItemId, context: Context, scale: Scale = 1) -> Response:
 def _file_of(context: ServerContext, item_id: int) -> Path:
     """The file of a catalogue image, from the index's metadata only."""
     path = Path(context.item_or_404(item_id).path)
-    if path.suffix.lower() not in IMAGE_EXTENSIONS or not path.is_file():
+    if path.suffix.lower() not in SERVED_EXTENSIONS or not path.is_file():
         raise not_found(f"the file of catalogue image {item_id} is no longer on disk")
     return path

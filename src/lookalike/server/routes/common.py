@@ -10,7 +10,8 @@ from lookalike.server.context import ContextDep, ServerContext
 from lookalike.server.schemas import ErrorOut
 
 Context = Annotated[ServerContext, ContextDep]
-ItemId = Annotated[int, Path(ge=1, description="a catalogue image's id")]
+MAX_INT64 = 2**63 - 1  # ids and offsets are SQLite integers
+ItemId = Annotated[int, Path(ge=1, le=MAX_INT64, description="a catalogue image's id")]
 K = Annotated[int | None, Query(ge=1, description="how many results (default: the server's default_k)")]
 CategoryFilter = Annotated[str | None, Query(description="search only this category")]
 Rerank = Annotated[bool, Query(description="apply the engine's re-ranking chain (false: vector search only)")]

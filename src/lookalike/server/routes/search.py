@@ -22,7 +22,7 @@ from lookalike.server.routes.common import (
     resolve_k,
 )
 from lookalike.server.schemas import SearchOut
-from lookalike.server.uploads import client_name, read_limited
+from lookalike.server.uploads import PixelBudget, check_pixels, client_name, read_limited
 
 router = APIRouter(prefix="/api", tags=["search"])
 Photo = Annotated[UploadFile, File(description="the query photo (JPEG, PNG, WebP, BMP or TIFF)")]
@@ -45,6 +45,7 @@ def search_upload(
     k, category = resolve_k(context, k), optional(category)
     name = client_name(file.filename)
     data = read_limited(file.file, name, context.settings.max_upload_bytes)
+    check_pixels(data, name, PixelBudget(context.settings.max_pixels_per_request))
     options = context.search_options(rerank, gating)
     result = context.engine.search(data, k, category=category, name=f"upload {name!r}", **options)
     record = record_of(name, result.localization, None, context.settings.preview_size)

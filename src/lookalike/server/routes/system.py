@@ -6,15 +6,16 @@ from fastapi import APIRouter
 
 from lookalike import __version__
 from lookalike.server.respond import jsonable
-from lookalike.server.routes.common import Context
-from lookalike.server.schemas import CategoryOut, HealthOut, ServerInfo, StatusOut
+from lookalike.server.routes.common import Context, errors
+from lookalike.server.schemas import CategoryOut, HealthOut, ServerInfo, StatusOut, WritesInfo
 
 router = APIRouter(prefix="/api", tags=["status"])
 
 
-@router.get("/health", response_model=HealthOut)
+@router.get("/health", response_model=HealthOut, responses=errors(503))
 def health(context: Context) -> HealthOut:
-    """Cheap liveness check: the index answers."""
+    """Cheap health check: the index folder is in place and its database answers (503 otherwise)."""
+    context.check_index()
     return HealthOut(images=len(context.engine), version=__version__)
 
 
@@ -35,6 +36,10 @@ def status(context: Context) -> StatusOut:
         gating_switchable=True,
         queries_cached=len(context.queries),
         query_cache_size=context.queries.capacity,
+        max_pixels_per_request=settings.max_pixels_per_request,
+        writes=WritesInfo(
+            enabled=settings.allow_writes, key_required=settings.key_required, cors_origins=list(settings.cors_origins)
+        ),
     )
     classifier = info.get("classifier")
     return StatusOut(index=info, classifier=classifier if isinstance(classifier, dict) else None, server=server)

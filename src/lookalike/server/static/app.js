@@ -2,6 +2,7 @@
 "use strict";
 
 const PAGE_SIZE = 24;
+const KEY_STORAGE = "lookalike-api-key"; // kept for this tab only (sessionStorage), sent on writes
 const state = { status: null, photo: null, browseOffset: 0 };
 const $ = (id) => document.getElementById(id);
 
@@ -23,9 +24,66 @@ async function api(path, options = {}) {
   const body = await response.json().catch(() => null);
   if (!response.ok) {
     const message = body && body.error ? body.error.message : `${response.status} ${response.statusText}`;
-    throw new Error(message);
+    const error = new Error(message);
+    error.status = response.status;
+    error.kind = body && body.error ? body.error.type : null;
+    throw error;
   }
   return body;
+}
+
+// -- writes: allowed or not, and the API key when the server needs one
+function writes() {
+  const server = state.status && state.status.server;
+  return (server && server.writes) || { enabled: false, key_required: false };
+}
+
+function storedKey() {
+  try {
+    return sessionStorage.getItem(KEY_STORAGE) || "";
+  } catch {
+    return "";
+  }
+}
+
+function storeKey(key) {
+  try {
+    if (key) sessionStorage.setItem(KEY_STORAGE, key);
+    else sessionStorage.removeItem(KEY_STORAGE);
+  } catch {
+    // storage refused (private mode): the key is asked for again
+  }
+  renderWrites();
+}
+
+async function write(path, options) {
+  const headers = new Headers(options.headers || {});
+  if (writes().key_required) {
+    const key = storedKey();
+    if (!key) {
+      renderWrites();
+      throw new Error("this server needs its API key to add or remove images: type it in the key field");
+    }
+    headers.set("Authorization", `Bearer ${key}`);
+  }
+  try {
+    return await api(path, { ...options, headers });
+  } catch (error) {
+    if (error.status === 401 || error.kind === "forbidden") storeKey(""); // wrong key: ask again
+    throw error;
+  }
+}
+
+function renderWrites() {
+  const { enabled, key_required: keyRequired } = writes();
+  $("add-form").hidden = !enabled;
+  document.body.classList.toggle("read-only", !enabled);
+  const note = $("writes-note");
+  note.hidden = enabled && !keyRequired;
+  if (!enabled) note.textContent = "Adding and removing images is off on this server (start it with --allow-writes).";
+  else if (keyRequired) note.textContent = storedKey() ? "API key set for this tab." : "This server needs its API key to add or remove images.";
+  $("key-form").hidden = !(enabled && keyRequired);
+  $("forget-key").hidden = !storedKey();
 }
 
 function showError(error) {
@@ -56,6 +114,7 @@ async function loadStatus() {
   $("rerank").checked = chain.length > 0;
   const trained = status.classifier && ["fresh", "stale"].includes(status.classifier.state);
   $("gating-label").hidden = !(trained && server.gating_switchable);
+  renderWrites();
   await loadCategories();
 }
 
@@ -210,21 +269,22 @@ async function loadCatalogPage() {
 }
 
 function catalogCard(item) {
+  const actions = [el("button", { type: "button", class: "link", text: "find similar", onclick: () => searchSimilar(item) })];
+  if (writes().enabled) {
+    actions.push(el("button", { type: "button", class: "link danger", text: "remove", onclick: () => removeItem(item) }));
+  }
   return el("li", { class: "card" }, [
     el("a", { href: item.image_url, target: "_blank", rel: "noopener" }, [el("img", { src: item.thumbnail_url, alt: item.name, loading: "lazy" })]),
     el("p", { class: "name", text: item.name, title: item.name }),
     el("p", { class: "muted", text: `${item.category || "uncategorised"} · id ${item.id}` }),
-    el("div", { class: "card-actions" }, [
-      el("button", { type: "button", class: "link", text: "find similar", onclick: () => searchSimilar(item) }),
-      el("button", { type: "button", class: "link danger", text: "remove", onclick: () => removeItem(item) }),
-    ]),
+    el("div", { class: "card-actions" }, actions),
   ]);
 }
 
 async function removeItem(item) {
   if (!confirm(`Remove ${item.name} (id ${item.id}) from the index?`)) return;
   try {
-    await api(`/api/items/${item.id}`, { method: "DELETE" });
+    await write(`/api/items/${item.id}`, { method: "DELETE" });
     await refreshCatalog();
   } catch (error) {
     showError(error);
@@ -239,11 +299,14 @@ async function addPhotos(event) {
   for (const file of files) form.append("files", file, file.name);
   if ($("add-category").value.trim()) form.append("category", $("add-category").value.trim());
   try {
-    const answer = await api("/api/items", { method: "POST", body: form });
+    const answer = await write("/api/items", { method: "POST", body: form });
     showError(null);
     $("add-files").value = "";
-    const added = answer.items.filter((item) => item.status !== "unchanged").length;
-    $("page-info").textContent = `added ${added}, already there ${answer.items.length - added}`;
+    const count = (status) => answer.items.filter((item) => item.status === status).length;
+    const parts = [`added ${count("added") + count("updated")}`, `already there ${count("unchanged")}`];
+    if (count("duplicate")) parts.push(`sent twice ${count("duplicate")}`);
+    if (answer.failed.length) parts.push(`failed ${answer.failed.map((f) => `${f.name} (${f.reason})`).join(", ")}`);
+    $("page-info").textContent = parts.join(", ");
     await refreshCatalog();
   } catch (error) {
     showError(error);
@@ -291,6 +354,13 @@ function init() {
   $("prev-page").addEventListener("click", () => { state.browseOffset = Math.max(0, state.browseOffset - PAGE_SIZE); loadCatalogPage(); });
   $("next-page").addEventListener("click", () => { state.browseOffset += PAGE_SIZE; loadCatalogPage(); });
   $("add-form").addEventListener("submit", addPhotos);
+  $("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    storeKey($("api-key").value.trim());
+    $("api-key").value = "";
+    showError(null);
+  });
+  $("forget-key").addEventListener("click", () => storeKey(""));
   loadStatus().catch(showError);
 }
 
