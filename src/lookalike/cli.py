@@ -111,18 +111,11 @@ def _parse_value(raw: str) -> Any:
         return raw
 
 
-def _progress_bar(description: str) -> tuple[Any, Callable[[int, int], None]]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+def _progress_bar(description: str) -> tuple[Any, Callable[..., None]]:
+    """A live bar on a terminal; log lines (stage, done/total, rate, ETA) when stderr is a file or a pipe."""
+    from lookalike._progress import progress_reporter
 
-    progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=errors
-    )
-    task = progress.add_task(description, total=None)
-
-    def update(done: int, total: int) -> None:
-        progress.update(task, completed=done, total=total)
-
-    return progress, update
+    return progress_reporter(description, errors)
 
 
 def _print_add_report(report: Any) -> None:
@@ -705,22 +698,31 @@ def evaluate(
     latency_queries: Annotated[int, typer.Option(help="Queries timed again at k=10 for the latency.")] = 100,
     samples: Annotated[int, typer.Option(help="Queries per qualitative grid.")] = 6,
     work_dir: Annotated[Path | None, typer.Option(help="Keep the built indexes here (default: temporary).")] = None,
+    relevance: Annotated[
+        str | None,
+        typer.Option(
+            help="What makes a gallery image relevant to a query: 'item' (the same product; a manifest's "
+            "default) or 'category' (the same category: for data sets whose products are unknown)."
+        ),
+    ] = None,
 ) -> None:
-    """Measure retrieval (and classification, segmentation where present) and write a report."""
+    """Measure retrieval (and classification, segmentation where present) and write a report.
+
+    With stderr not a terminal (a log file, CI), progress is written as lines: stage, done/total,
+    rate, time left (every 30 s; LOOKALIKE_PROGRESS_INTERVAL=SECONDS to change it)."""
     from lookalike.evaluate.compare import COMPARISON_COLUMNS, comparison_rows
     from lookalike.evaluate.report import run
 
     progress, update = _progress_bar("evaluating")
 
     def report(what: str, done: int, total: int) -> None:
-        progress.update(progress.task_ids[0], description=what)
-        update(done, total)
+        update(done, total, what)
 
     with progress:
         evaluation = run(
             dataset, config or [], config_file=config_file, data_root=data_root, limit=limit, out=out,
             compare_to=compare, latency_queries=latency_queries, samples=samples, work_dir=work_dir,
-            progress=report,
+            progress=report, relevance=_relevance(relevance),
         )  # fmt: skip
     columns, rows = evaluation.table()
     by_metric = [[column, *(row[i] for row in rows)] for i, column in enumerate(columns) if i]
@@ -732,13 +734,24 @@ def evaluate(
     console.print(f"report: {out / 'report.html'} (and report.md, results.json)")
 
 
-def _rows_table(title: str, columns: list[str], rows: list[list[str]]) -> Table:
-    table = Table(title=title, title_justify="left")
+def _relevance(value: str | None) -> Any:
+    if value not in (None, "item", "category"):
+        raise SettingsError(f"--relevance must be 'item' or 'category', got {value!r}")
+    return value
+
+
+def _rows_table(title: str, columns: list[str], rows: list[list[str]]) -> Any:
+    """The table under its title, the title on a line of its own (a table title wraps to the width
+    of the table's first column otherwise)."""
+    from rich.console import Group
+    from rich.text import Text
+
+    table = Table()
     for i, column in enumerate(columns):
         table.add_column(column, justify="left" if i == 0 else "right")
     for row in rows:
         table.add_row(*row)
-    return table
+    return Group(Text(title, style="italic"), table)
 
 
 def _product_of(path: Path) -> str:

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lookalike.errors import LookalikeError, SettingsError
 from lookalike.evaluate.datasets import (
@@ -189,9 +189,19 @@ def available_datasets() -> list[str]:
     return sorted(DATASETS)
 
 
-def load_dataset(spec: str | Path, data_root: str | Path | None = None) -> Dataset:
+def load_dataset(
+    spec: str | Path, data_root: str | Path | None = None, relevance: Literal["item", "category"] | None = None
+) -> Dataset:
     """A data set by name (see `available_datasets`; its folder under `data_root`, default the
-    shared data folder) or from a CSV manifest path."""
+    shared data folder) or from a CSV manifest path. `relevance` ("item": same product or object;
+    "category": same category) overrides the data set's own; a manifest's default is "item"."""
+    dataset = _load(spec, data_root, relevance)
+    if relevance is None or relevance == dataset.relevance:
+        return dataset
+    return replace(dataset, relevance=relevance)  # checked again: every entry needs the label
+
+
+def _load(spec: str | Path, data_root: str | Path | None, relevance: Literal["item", "category"] | None) -> Dataset:
     if str(spec) in DATASETS:
         folder, loader = DATASETS[str(spec)]
         root = (Path(data_root) if data_root else shared_data_dir()) / folder
@@ -203,7 +213,7 @@ def load_dataset(spec: str | Path, data_root: str | Path | None = None) -> Datas
         return loader(root)
     path = Path(spec)
     if path.suffix.lower() == ".csv" or path.is_file():
-        return from_manifest(path)
+        return from_manifest(path, relevance=relevance or "item")
     raise LookalikeError(
         f"unknown data set {str(spec)!r}; expected one of: {', '.join(available_datasets())}, "
         "or the path of a CSV manifest (path,item,category,split[,mask])"

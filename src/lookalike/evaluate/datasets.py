@@ -58,6 +58,11 @@ class Dataset:
                 raise LookalikeError(
                     f"{self.name}: {len(missing)} {role} entries have no {self.relevance} "
                     f"(first: {missing[0]}); every entry needs one to decide relevance"
+                    + (
+                        " (only categories known? evaluate at category level: --relevance category)"
+                        if self.relevance == "item"
+                        else ""
+                    )
                 )
 
     def query_labels(self) -> list[str]:

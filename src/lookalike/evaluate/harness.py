@@ -106,6 +106,7 @@ class ConfigResult:
     prepare: tuple[str, ...] = ()
     classification: dict[str, Any] | None = None  # metrics.ClassificationReport.as_dict()
     segmentation: dict[str, Any] | None = None  # metrics.SegmentationReport.as_dict()
+    training: dict[str, Any] = field(default_factory=dict)  # what each `prepare` step reported (epochs, held out)
 
     def summary(self) -> dict[str, Any]:
         summary = {
@@ -122,6 +123,8 @@ class ConfigResult:
             summary["classification"] = self.classification
         if self.segmentation is not None:
             summary["segmentation"] = self.segmentation
+        if self.training:
+            summary["training"] = self.training
         return summary
 
 
@@ -143,14 +146,15 @@ def evaluate(
     """
     from lookalike.pipeline import Engine
 
+    check_configs(dataset, configs)
     work_dir = Path(work_dir)
-    built: dict[str, tuple[Path, dict[str, float]]] = {}
+    built: dict[str, tuple[Path, dict[str, float], dict[str, Any]]] = {}
     results = []
     for config in configs:
         key = config.build_key()
         if key not in built:
             built[key] = _build(dataset, config, work_dir / f"index-{len(built)}", progress)
-        path, indexing = built[key]
+        path, indexing, training = built[key]
         engine = Engine(path, config.settings)
         try:
             outcomes = _run_queries(engine, dataset, config, top, progress)
@@ -159,12 +163,51 @@ def evaluate(
             engine.close()
         timings = timings or [o.timings for o in outcomes]
         result = _result(config, dataset, outcomes, timings, indexing, ks)
-        result.index = path.name
+        result.index, result.training = path.name, training
         results.append(result)
     return results
 
 
-def _build(dataset: Dataset, config: Config, path: Path, progress: Progress | None) -> tuple[Path, dict[str, float]]:
+def check_configs(dataset: Dataset, configs: Sequence[Config]) -> None:
+    """Every configuration's needs against the data set, before any work starts: one error listing
+    the configurations that cannot run, and why."""
+    problems = [f"{config.name}: {why}" for config in configs for why in unmet_needs(dataset, config)]
+    if problems:
+        raise LookalikeError(
+            f"{dataset.name}: {len(problems)} configuration(s) cannot run on this data set; nothing was done:\n  "
+            + "\n  ".join(problems)
+        )
+
+
+def unmet_needs(dataset: Dataset, config: Config) -> list[str]:
+    """Why `config` cannot run on `dataset` (empty when it can): labels its training steps need."""
+    needs = []
+    if "train_classifier" in config.prepare:
+        categories = {entry.category for entry in dataset.gallery if entry.category}
+        if len(categories) < 2:
+            needs.append(
+                "it trains a category classifier, which needs gallery images of at least 2 categories; "
+                f"the gallery has {len(categories)} (fill the manifest's category column)"
+            )
+    head = config.settings.head
+    if "train_embedding" in config.prepare and head.kind != "pca":
+        counts: dict[str, int] = {}
+        for entry in dataset.gallery:
+            label = entry.item if head.label == "item" else entry.category
+            if label:
+                counts[label] = counts.get(label, 0) + 1
+        products = sum(1 for count in counts.values() if count >= 2)
+        if products < 2:
+            needs.append(
+                f"it trains an embedding ({head.kind}) on product ids (head.label = {head.label!r}), which needs "
+                f"at least 2 products with 2+ gallery images each; the gallery has {products}"
+            )
+    return needs
+
+
+def _build(
+    dataset: Dataset, config: Config, path: Path, progress: Progress | None
+) -> tuple[Path, dict[str, float], dict[str, Any]]:
     from lookalike.pipeline import Engine
 
     def report(done: int, total: int) -> None:
@@ -176,8 +219,11 @@ def _build(dataset: Dataset, config: Config, path: Path, progress: Progress | No
         if added.failed:
             raise LookalikeError(f"{len(added.failed)} gallery images failed, first: {added.failed[0]}")
         started = time.perf_counter()
+        training = {}
         for step in config.prepare:
-            _prepare_step(engine, config, step)()
+            facts = training_facts(step, _prepare_step(engine, config, step)())
+            if facts is not None:
+                training[step] = facts
         prepared = time.perf_counter() - started
         size = engine.info()["size_bytes"]
     return path, {
@@ -186,7 +232,20 @@ def _build(dataset: Dataset, config: Config, path: Path, progress: Progress | No
         "images_per_second": added.embedded / added.seconds if added.seconds else 0.0,
         "index_bytes": float(size),
         "prepare_seconds": prepared,  # the `prepare` steps (e.g. training a classifier) after indexing
-    }
+    }, training
+
+
+def training_facts(step: str, outcome: Any) -> dict[str, Any] | None:
+    """What the report keeps of a prepare step's own validation: an embedding's validation curve,
+    chosen epochs and held-out before/after; a classifier's summary."""
+    if step == "train_embedding":
+        report = outcome.to_dict()
+        keep = ("kind", "dim", "n_train_images", "n_train_products", "n_validation_images", "n_validation_products",
+                "before", "after", "history", "best_epoch", "refit", "seconds")  # fmt: skip
+        return {key: report[key] for key in keep if key in report}
+    if step == "train_classifier":
+        return dict(outcome.summary())
+    return None
 
 
 def _prepare_step(engine: Any, config: Config, step: str) -> Callable[[], Any]:

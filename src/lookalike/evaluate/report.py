@@ -13,9 +13,9 @@ import json
 import platform
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lookalike.evaluate.compare import (
     COMPARISON_COLUMNS,
@@ -101,6 +101,7 @@ def run(
     work_dir: str | Path | None = None,
     samples: int = 6,
     progress: Progress | None = None,
+    relevance: Literal["item", "category"] | None = None,
 ) -> Evaluation:
     """Evaluate configurations (preset names or `Config`s, then those of `config_file`) on a data
     set (a name such as "grocery-photo2photo", a manifest path, or a `Dataset`).
@@ -108,8 +109,11 @@ def run(
     `limit` keeps that many evenly spaced queries; `latency_queries` queries are searched again at
     k=10 for the latency figures. Indexes are built under `work_dir` (default: a temporary folder).
     With `out`, the report is written there; with `compare_to`, deltas against that results.json.
+    `relevance` ("item" or "category") overrides what makes a gallery image relevant to a query.
     """
-    data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_root)
+    data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_root, relevance)
+    if relevance is not None and data.relevance != relevance:
+        data = replace(data, relevance=relevance)
     chosen = subsample(data, limit)
     config_list = resolve_configs(configs, config_file)
     old = load_results(compare_to) if compare_to else None  # before `out` may overwrite it
@@ -260,6 +264,7 @@ def render_markdown(evaluation: Evaluation, figures: dict[str, str]) -> str:
         _md_comparison(evaluation),
         _md_figures(figures),
         _md_latency(evaluation),
+        _md_training(evaluation),
         _md_classification(evaluation, figures),
         _md_segmentation(evaluation),
         _md_grids(evaluation, figures),
@@ -336,6 +341,54 @@ def _md_latency(evaluation: Evaluation) -> str:
         cells = [result.latency_ms.get(stage) for stage in stages]
         rows.append([result.name] + [f"{c['p50_ms']:.1f} / {c['p95_ms']:.1f}" if c else "-" for c in cells])
     return "\n".join(["## Latency per stage (ms, p50 / p95)", "", _md_table(["config", *stages], rows)])
+
+
+def _md_training(evaluation: Evaluation) -> str:
+    """What the training steps inside the configurations measured on their own held-out data."""
+    trained = [r for r in evaluation.results if r.training]
+    if not trained:
+        return ""
+    parts = ["## Training inside the configurations (their own held-out validation)", ""]
+    for result in trained:
+        embedding = result.training.get("train_embedding")
+        if embedding:
+            parts += _md_embedding_training(result.name, embedding)
+        classifier = result.training.get("train_classifier")
+        if classifier:
+            accuracy = classifier.get("validation_accuracy")
+            parts += [
+                f"- **{result.name}**, category classifier ({classifier['kind']}, {classifier['categories']} "
+                f"categories): trained on {classifier['n_train']} images, best epoch {classifier.get('best_epoch')}, "
+                f"validation accuracy {'-' if accuracy is None else f'{accuracy:.3f}'} on {classifier['n_validation']}",
+                "",
+            ]
+    return "\n".join(parts).rstrip()
+
+
+def _md_embedding_training(name: str, facts: dict[str, Any]) -> list[str]:
+    history = facts.get("history") or {}
+    val_map = [value for value in history.get("val_map", []) if value is not None]
+    epochs = len(history.get("loss", [])) or len(val_map)
+    chosen = facts.get("best_epoch")
+    lines = [
+        f"- **{name}**, embedding `{facts['kind']}` ({facts['dim']}-d): {facts['n_train_images']} images of "
+        f"{facts['n_train_products']} products to train, {facts['n_validation_images']} images of "
+        f"{facts['n_validation_products']} held-out products to validate; "
+        + (f"{epochs} epochs run, epoch {chosen} chosen by the validation mAP" if chosen else "no epochs chosen")
+        + (", then trained again on every product" if facts.get("refit") else "")
+        + f" ({facts.get('seconds', 0):.0f} s)",
+        "",
+    ]
+    if val_map:
+        rows = [["validation mAP", *(f"{value:.4f}" for value in val_map)]]
+        lines += [_md_table(["epoch", *(str(i) for i in range(1, len(val_map) + 1))], rows), ""]
+    if facts.get("before") and facts.get("after"):
+        rows = [
+            [metric, f"{facts['before'][metric]:.4f}", f"{facts['after'][metric]:.4f}"] for metric in facts["before"]
+        ]
+        lines += ["Held-out products (each image queries the others), before and after:", ""]
+        lines += [_md_table(["metric", "before", "after"], rows), ""]
+    return lines
 
 
 def _md_classification(evaluation: Evaluation, figures: dict[str, str]) -> str:
