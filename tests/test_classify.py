@@ -297,9 +297,11 @@ def test_train_classifier_command_writes_report_and_figures(trained_index: Path,
     copy = tmp_path / "cli.index"
     shutil.copytree(trained_index, copy)
     out = tmp_path / "figures"
-    result = runner.invoke(app, ["train-classifier", "--index", str(copy), "--out", str(out), "--seed", "1"])
+    command = ["train-classifier", "--index", str(copy), "--out", str(out), "--seed", "1"]
+    result = runner.invoke(app, command, env={"LOOKALIKE_PROGRESS_INTERVAL": "0"})
     assert result.exit_code == 0, result.output
     assert "average per-class accuracy" in result.output and "precision" in result.output
+    assert "training the classifier (epochs): 1/300" in result.stderr  # progress lines: stderr is not a terminal
     for name in ("confusion.png", "training_curves.png", "report.json"):
         assert (out / name).is_file(), name
     assert (out / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

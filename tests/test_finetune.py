@@ -174,8 +174,10 @@ def test_cli_fine_tunes(built_index: Path, tmp_path: Path, samples: Path) -> Non
     path = copy_index(built_index, tmp_path)
     args = ["train-embedding", "--index", str(path), "--kind", "finetune", "--items", str(samples / "manifest.csv")]
     quick = ["--epochs", "1", "--set", "head.validation_fraction=0.3", "--set", "head.finetune_stages=1"]
-    result = CliRunner().invoke(app, [*args, *quick, "--json"])
+    result = CliRunner().invoke(app, [*args, *quick, "--json"], env={"LOOKALIKE_PROGRESS_INTERVAL": "0"})
     assert result.exit_code == 0, result.output
+    # stderr is not a terminal here: the long image passes are logged as lines
+    assert "frozen feature maps: 60/60 (100%)" in result.stderr and "re-embedding: 60/60 (100%)" in result.stderr
     report = json.loads(result.stdout)
     assert report["kind"] == "finetune" and report["after"]["map"] > 0 and (path / TUNING_DIR).is_dir()
     removed = CliRunner().invoke(app, ["train-embedding", "--index", str(path), "--remove"])

@@ -416,7 +416,15 @@ def train_classifier(
 
     changes = parse_assignments(assign or [], "classify")
     with Engine.open(index_path, **lock_options(wait, timeout)) as engine:
-        result = engine.train_classifier(kind, **{"seed": seed, "augment_copies": augment, **changes})
+        bar, update = _progress_bar("training the classifier")
+
+        def stage(name: str, done: int, total: int) -> None:
+            update(done, total, name)
+
+        with bar:
+            result = engine.train_classifier(
+                kind, on_stage=stage, **{"seed": seed, "augment_copies": augment, **changes}
+            )
         figures = save_training_figures(result, out or engine.path / CLASSIFIER_DIR)
     if as_json:
         payload = {"summary": result.summary(), "files": {name: str(path) for name, path in figures.items()}}
@@ -497,7 +505,13 @@ def train_embedding(
             removed = engine.remove_embedding()
             console.print("removed the learned transform" if removed else "the index has no learned transform")
             return
-        report = engine.train_embedding(head, items=products, progress=_epoch_printer())
+        bar, update = _progress_bar("training")
+
+        def stage(name: str, done: int, total: int) -> None:
+            update(done, total, name)
+
+        with bar:
+            report = engine.train_embedding(head, items=products, progress=_epoch_printer(), on_stage=stage)
     if as_json:
         sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
         return

@@ -49,6 +49,7 @@ COMMIT_EVERY = 32  # images per transaction while indexing
 MAX_ID = 2**63 - 1  # SQLite's largest integer: larger ids cannot name an image
 
 ProgressCallback = Callable[[int, int], None]  # (images done, images in all)
+StageCallback = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 class Engine:
@@ -393,7 +394,9 @@ class Engine:
                 "partitions": describe_partitions(vectors)}  # fmt: skip
 
     # -- category classifier
-    def train_classifier(self, kind: str | None = None, **changes: Any) -> Any:
+    def train_classifier(
+        self, kind: str | None = None, *, on_stage: StageCallback | None = None, **changes: Any
+    ) -> Any:
         """Train the category classifier on the stored vectors and categories; save it with the index.
 
         `kind` ("mlp", "logreg") and `changes` (any `classify.*` setting by name: seed=1,
@@ -407,8 +410,14 @@ class Engine:
         chosen = {"kind": kind, **changes}
         overrides = {f"classify.{name}": value for name, value in chosen.items() if value is not None}
         settings = self.settings.replace(**overrides).classify if overrides else self.settings.classify
-        result = train_index_classifier(self.store, self._dim, settings, embed=self._vectors_of_images)
-        self._category_classifier().save(result)
+        epochs = (
+            None if on_stage is None else (lambda done, most: on_stage("training the classifier (epochs)", done, most))
+        )
+        with self._writing("training the category classifier"):
+            result = train_index_classifier(
+                self.store, self._dim, settings, embed=self._vectors_of_images, progress=epochs
+            )
+            self._category_classifier().save(result)
         return result
 
     def embed(self, images: Sequence[ImageSource]) -> np.ndarray:
@@ -428,6 +437,7 @@ class Engine:
         *,
         items: Mapping[str | int, str] | None = None,
         progress: Callable[[int, int, dict[str, Any]], None] | None = None,
+        on_stage: StageCallback | None = None,
     ) -> EmbeddingReport:
         """Learn the index's own embedding from its products, then re-embed it.
 
@@ -438,6 +448,8 @@ class Engine:
         product), else each image's category or item (`settings.label`). Held-out products give the
         validation curve (`progress(epoch, epochs, {"loss", "val_map"})`) and the
         `EmbeddingReport`'s before/after retrieval figures. Queries then get the same embedding.
+        `on_stage(stage, done, total)` follows the long image passes of "finetune" (the frozen maps,
+        the re-embedding).
         """
         from lookalike.embed import train
 
@@ -446,7 +458,7 @@ class Engine:
             train.check_kind(settings.kind)
         with self._writing(f"training an embedding ({settings.kind})"):
             if settings.kind == "finetune":
-                return self._fine_tune(settings, items, progress)
+                return self._fine_tune(settings, items, progress, on_stage)
             started = time.perf_counter()
             featurizer = self.featurizer
             ids, raw = train.raw_vectors(self.store, self._dim, featurizer.raw_dim, featurizer.transform is not None)
@@ -475,7 +487,11 @@ class Engine:
             return True
 
     def _fine_tune(
-        self, settings: HeadSettings, items: Mapping[str | int, str] | None, progress: Callable[..., None] | None
+        self,
+        settings: HeadSettings,
+        items: Mapping[str | int, str] | None,
+        progress: Callable[..., None] | None,
+        on_stage: StageCallback | None,
     ) -> EmbeddingReport:
         """`train_embedding` with kind "finetune": train the backbone's last stages, then re-embed."""
         from lookalike.embed import finetune, train
@@ -484,19 +500,23 @@ class Engine:
         ids, paths = self._catalogue_paths()
         labels = train.product_labels(self.store, ids, settings.label, items)
         pristine = self.featurizer.pristine_embedder()  # fine-tuning always starts from the pretrained weights
-        tuning, report = finetune.tune_on_files(pristine, paths, labels, settings, progress)
-        self._reembed(self.featurizer.with_tuning(tuning), train.head_meta(report))
+        maps_done = None if on_stage is None else (lambda done, total: on_stage("frozen feature maps", done, total))
+        tuning, report = finetune.tune_on_files(pristine, paths, labels, settings, progress, on_maps=maps_done)
+        self._reembed(self.featurizer.with_tuning(tuning), train.head_meta(report), on_stage)
         report.seconds = time.perf_counter() - started
         return report
 
-    def _reembed(self, featurizer: Featurizer, meta: dict[str, Any] | None) -> None:
+    def _reembed(
+        self, featurizer: Featurizer, meta: dict[str, Any] | None, on_stage: StageCallback | None = None
+    ) -> None:
         """Every image embedded again from its file by `featurizer`, then swapped in.
 
         Searches go on with the current featurizer meanwhile; every vector is computed before anything
         is written, so an unreadable image raises an `ImageError` naming it and leaves the index as it was.
         """
         ids, paths = self._catalogue_paths()
-        self._install(featurizer, ids, featurizer.embed_files(paths), None, meta)
+        done = None if on_stage is None else (lambda count, total: on_stage("re-embedding", count, total))
+        self._install(featurizer, ids, featurizer.embed_files(paths, progress=done), None, meta)
 
     def _install(
         self, featurizer: Featurizer, ids: np.ndarray, vectors: np.ndarray, raw: np.ndarray | None, meta: Any

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -29,6 +29,9 @@ FORMAT_VERSION = 1
 SHRINK_SAMPLES = 10  # pseudo-samples pulling each feature's variance towards the average (standardizer)
 
 
+EpochProgress = Callable[[int, int], None]  # (epochs done, most epochs)
+
+
 @runtime_checkable
 class Classifier(Protocol):
     """Predicts a category from a feature vector; `fit` sets `classes_` (the labels, in the order of
@@ -37,7 +40,16 @@ class Classifier(Protocol):
     kind: str
     settings: ClassifySettings
 
-    def fit(self, X: ArrayLike, y: ArrayLike, *, validation: tuple[ArrayLike, ArrayLike] | None = None) -> Any: ...
+    def fit(
+        self,
+        X: ArrayLike,
+        y: ArrayLike,
+        *,
+        validation: tuple[ArrayLike, ArrayLike] | None = None,
+        progress: EpochProgress | None = None,
+    ) -> Any:
+        """Learn from (X, y); `progress(epoch, most epochs)` follows an iterative fit."""
+        ...
 
     def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """(n, n_classes) probabilities, columns in the order of `classes_`."""

@@ -12,6 +12,7 @@ import hashlib
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,7 @@ def train_index_classifier(
     settings: ClassifySettings,
     *,
     embed: EmbedImages | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> TrainingResult:
     """Train `settings.kind` on the store's vectors, holding out `validation_fraction` (stratified, seeded).
 
@@ -111,7 +113,7 @@ def train_index_classifier(
     train, held = stratified_split(labels, settings.validation_fraction, settings.seed)
     train_x, train_y, failed = _with_augmentation(store, ids[train], vectors[train], labels[train], settings, embed)
     classifier = create_classifier(settings.kind, settings)
-    classifier.fit(train_x, train_y, validation=(vectors[held], labels[held]))
+    classifier.fit(train_x, train_y, validation=(vectors[held], labels[held]), progress=progress)
     report = None
     if len(held):
         report = classification_report(labels[held], classifier.predict(vectors[held]), labels=classifier.classes_)

@@ -10,7 +10,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from lookalike.classify.base import FittedMixin, check_training_data, register_classifier, softmax, standardizer
+from lookalike.classify.base import (
+    EpochProgress,
+    FittedMixin,
+    check_training_data,
+    register_classifier,
+    softmax,
+    standardizer,
+)
 from lookalike.errors import MissingDependency
 from lookalike.settings import ClassifySettings
 
@@ -32,7 +39,12 @@ class LogisticClassifier(FittedMixin):
         self.settings = settings or ClassifySettings()
 
     def fit(
-        self, X: ArrayLike, y: ArrayLike, *, validation: tuple[ArrayLike, ArrayLike] | None = None
+        self,
+        X: ArrayLike,
+        y: ArrayLike,
+        *,
+        validation: tuple[ArrayLike, ArrayLike] | None = None,
+        progress: EpochProgress | None = None,
     ) -> LogisticClassifier:
         features, labels = check_training_data(X, y)
         try:
@@ -51,6 +63,8 @@ class LogisticClassifier(FittedMixin):
         self.coef_, self.intercept_ = coef, intercept
         self.n_iter_ = int(np.max(model.n_iter_))
         self.history_: dict[str, list[float]] = {}
+        if progress:
+            progress(1, 1)  # one solver run
         return self
 
     def predict_proba(self, X: ArrayLike) -> np.ndarray:

@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from lookalike.classify.base import (
+    EpochProgress,
     FittedMixin,
     check_training_data,
     register_classifier,
@@ -53,7 +54,12 @@ class MLPClassifier(FittedMixin):
         self.settings = settings or ClassifySettings()
 
     def fit(
-        self, X: ArrayLike, y: ArrayLike, *, validation: tuple[ArrayLike, ArrayLike] | None = None
+        self,
+        X: ArrayLike,
+        y: ArrayLike,
+        *,
+        validation: tuple[ArrayLike, ArrayLike] | None = None,
+        progress: EpochProgress | None = None,
     ) -> MLPClassifier:
         features, labels = check_training_data(X, y)
         if validation is None:
@@ -70,6 +76,7 @@ class MLPClassifier(FittedMixin):
             np.searchsorted(classes, val_y),
             len(classes),
             self.settings,
+            progress,
         )
         self.classes_ = classes
         self.n_features_in_ = features.shape[1]
@@ -135,7 +142,13 @@ def _network(n_in: int, hidden: tuple[int, ...], dropout: float, n_out: int) -> 
 
 
 def _train(
-    x: np.ndarray, y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, n_classes: int, s: ClassifySettings
+    x: np.ndarray,
+    y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    n_classes: int,
+    s: ClassifySettings,
+    progress: EpochProgress | None = None,
 ) -> _Trained:
     import torch
 
@@ -152,10 +165,19 @@ def _train(
         )
         data = (torch.from_numpy(x), torch.from_numpy(y.astype(np.int64)))
         held = (torch.from_numpy(val_x), torch.from_numpy(val_y.astype(np.int64)))
-        return _loop(net, optimizer, scheduler, data, held, s, torch.Generator().manual_seed(s.seed))
+        return _loop(net, optimizer, scheduler, data, held, s, torch.Generator().manual_seed(s.seed), progress)
 
 
-def _loop(net: Any, optimizer: Any, scheduler: Any, data: Any, held: Any, s: ClassifySettings, order: Any) -> _Trained:
+def _loop(
+    net: Any,
+    optimizer: Any,
+    scheduler: Any,
+    data: Any,
+    held: Any,
+    s: ClassifySettings,
+    order: Any,
+    progress: EpochProgress | None = None,
+) -> _Trained:
     history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": [], "lr": []}
     best_loss, best_epoch, best_state = float("inf"), 0, None
     for epoch in range(1, s.max_epochs + 1):
@@ -165,6 +187,8 @@ def _loop(net: Any, optimizer: Any, scheduler: Any, data: Any, held: Any, s: Cla
         for key, value in zip(history, (loss, accuracy, val_loss, val_accuracy, lr), strict=True):
             history[key].append(float(value))
         scheduler.step(val_loss)
+        if progress:
+            progress(epoch, s.max_epochs)
         if val_loss < best_loss - MIN_IMPROVEMENT:
             best_loss, best_epoch = val_loss, epoch
             best_state = {name: value.detach().clone() for name, value in net.state_dict().items()}

@@ -454,6 +454,8 @@ def tune_on_files(
     labels: Sequence[str | None],
     settings: HeadSettings,
     progress: EpochCallback | None = None,
+    *,
+    on_maps: Callable[[int, int], None] | None = None,
 ) -> tuple[BackboneTuning, Any]:
     """Fine-tune `pristine` (an embedder with the pretrained weights) on image files and their
     product labels: the frozen stages' maps are computed once, then the tail is trained.
@@ -462,7 +464,7 @@ def tune_on_files(
     from lookalike.io.images import load_image
 
     first = tail_start(pristine.network(), settings.finetune_stages)
-    maps = images_maps(pristine, lambda a, b: [load_image(p) for p in paths[a:b]], len(paths), first)
+    maps = images_maps(pristine, lambda a, b: [load_image(p) for p in paths[a:b]], len(paths), first, on_maps)
     tuning, facts = fit_tuning(pristine, maps, labels, settings, progress)
     del maps
     report = EmbeddingReport(
