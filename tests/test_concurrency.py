@@ -86,3 +86,20 @@ def test_a_busy_index_says_who_holds_it(built_index: Path, tmp_path: Path, sampl
             assert len(engine.search(image, k=2)) == 2
     added = CliRunner().invoke(app, ["add", image, "--index", str(path), "--category", "Late"])
     assert added.exit_code == 0, added.output
+
+
+def test_the_server_answers_busy_while_another_process_writes(built_index: Path, tmp_path: Path, samples: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from lookalike.server import ServerSettings, create_app
+
+    path = copy_index(built_index, tmp_path)
+    photo = sorted((samples / "queries").iterdir())[0]
+    files = {"files": (photo.name, photo.read_bytes(), "image/jpeg")}
+    settings = ServerSettings(warm_up=False, allow_writes=True)
+    with Engine.open(path, lock_timeout=0.2) as engine, TestClient(create_app(engine, settings)) as client:
+        with WriteLock(path).hold("a CLI job"):
+            busy = client.post("/api/items", files=files, data={"category": "Busy"})
+            assert busy.status_code == 503 and busy.json()["error"]["type"] == "index_busy", busy.text
+            assert client.post("/api/search", files={"file": files["files"]}).status_code == 200  # reads go on
+        assert client.post("/api/items", files=files, data={"category": "Busy"}).status_code == 201

@@ -27,6 +27,7 @@ class ServerSettings:
     max_upload_bytes: int = 10 * MB  # per uploaded photo; larger ones get 413
     max_files_per_add: int = 20  # photos per POST /api/items
     max_pixels_per_request: int = 200_000_000  # decoded pixels of all the photos of one request; 413 beyond
+    write_lock_timeout: float = 10.0  # seconds a write waits for another process's writer; then 503 index_busy
     max_k: int = 100  # largest k a search may ask for
     default_k: int = 10
     query_cache_size: int = 64  # recent queries whose cut-out, mask and silhouette are kept in memory
