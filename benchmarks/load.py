@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,11 +173,12 @@ def rss_mb(pid: int) -> float | None:
 
 
 @contextmanager
-def served(index: Path) -> Iterator[tuple[str, int]]:
-    """`lookalike serve` in a subprocess on a free loopback port; stopped on leaving."""
+def served(index: Path, options: Sequence[str] = ()) -> Iterator[tuple[str, int]]:
+    """`lookalike serve [options]` in a subprocess on a free loopback port: (url, pid); stopped on leaving."""
     port = free_port()
     command = [sys.executable, "-m", "lookalike.cli", "serve", "--index", str(index), "--host", "127.0.0.1"]
-    process = subprocess.Popen([*command, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    command += ["--port", str(port), *options]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for_health(url, process)

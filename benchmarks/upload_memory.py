@@ -16,13 +16,9 @@ from __future__ import annotations
 
 import argparse
 import io
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +26,8 @@ import numpy as np
 from PIL import Image
 
 from _common import save, table
-from load import build_sample_index, check_loopback, free_port, fresh_copy, rss_mb, wait_for_health
+from load import build_sample_index, check_loopback, fresh_copy, rss_mb
+from load import served as load_served
 
 MB = 1024 * 1024
 
@@ -108,26 +105,10 @@ def make_photos(count: int, width: int, height: int, seed: int) -> list[tuple[st
     return photos
 
 
-@contextmanager
-def served(index: Path, *, max_upload_mb: float, megapixels: float) -> Iterator[tuple[str, int]]:
-    """`lookalike serve --allow-writes` on a free loopback port, with limits that admit the request under
-    test; stopped on leaving."""
-    port = free_port()
-    command = [sys.executable, "-m", "lookalike.cli", "serve", "--index", str(index), "--host", "127.0.0.1",
-               "--port", str(port), "--allow-writes", "--max-upload-mb", f"{max_upload_mb:.0f}",
-               "--max-megapixels", f"{megapixels + 1:.0f}"]  # fmt: skip
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_for_health(url, process)
-            yield url, process.pid
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+def served(index: Path, *, max_upload_mb: float, megapixels: float) -> Any:
+    """`lookalike serve --allow-writes` with limits that admit the request under test (load.py's `served`)."""
+    options = ["--allow-writes", "--max-upload-mb", f"{max_upload_mb:.0f}", "--max-megapixels", f"{megapixels + 1:.0f}"]
+    return load_served(index, options)
 
 
 def measure(url: str, pid: int, photos: list[tuple[str, bytes]]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,6 +30,15 @@ def copy_index(built_index: Path, tmp_path: Path, name: str = "copy.index") -> P
 def products_by_path(engine: Engine) -> dict[str, str]:
     """The product of every sample image of an index, by path (for `train_embedding(items=...)`)."""
     return {item.path: product_of(item.path) for item in engine.store.items()}
+
+
+def assert_error(response: Any, status: int, kind: str, *fragments: str) -> None:
+    """An API error answer: its status, its `error.type`, and fragments of its message."""
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["type"] == kind
+    for fragment in fragments:
+        assert fragment in error["message"]
 
 
 @pytest.fixture(scope="session")

@@ -13,16 +13,20 @@ from typer.testing import CliRunner
 from lookalike.cli import app
 
 
-def _category_manifest(samples: Path, folder: Path) -> Path:
-    """The sample catalogue as a shop might describe it: categories known, products not."""
-    manifest = folder / "categories.csv"
-    with open(samples / "manifest.csv", newline="") as source, open(manifest, "w", newline="") as out:
+def _manifest(samples: Path, path: Path, label: str) -> Path:
+    """The sample catalogue and queries as a shop might describe them: with one label column only
+    (`category`: products unknown; `item`: categories unknown)."""
+    with open(samples / "manifest.csv", newline="") as source, open(path, "w", newline="") as out:
         writer = csv.writer(out)
-        writer.writerow(["path", "category", "split"])
+        writer.writerow(["path", label, "split"])
         for row in csv.DictReader(source):
             if row["split"] in ("catalog", "queries"):
-                writer.writerow([str(samples / row["path"]), row["category"], row["split"]])
-    return manifest
+                writer.writerow([str(samples / row["path"]), row[label], row["split"]])
+    return path
+
+
+def _category_manifest(samples: Path, folder: Path) -> Path:
+    return _manifest(samples, folder / "categories.csv", "category")
 
 
 def test_a_category_level_manifest_needs_and_gets_category_relevance(samples: Path, tmp_path: Path) -> None:
@@ -53,14 +57,7 @@ def test_progress_is_logged_when_stderr_is_a_file(samples: Path, tmp_path: Path)
 
 
 def _item_only_manifest(samples: Path, folder: Path) -> Path:
-    manifest = folder / "items.csv"
-    with open(samples / "manifest.csv", newline="") as source, open(manifest, "w", newline="") as out:
-        writer = csv.writer(out)
-        writer.writerow(["path", "item", "split"])
-        for row in csv.DictReader(source):
-            if row["split"] in ("catalog", "queries"):
-                writer.writerow([str(samples / row["path"]), row["item"], row["split"]])
-    return manifest
+    return _manifest(samples, folder / "items.csv", "item")
 
 
 def test_presets_that_cannot_run_are_named_before_any_work(samples: Path, tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import pytest
 
 pytest.importorskip("fastapi", reason="the server extra is not installed: pip install 'lookalike[server]'")
@@ -25,21 +24,13 @@ from lookalike.errors import SettingsError
 from lookalike.server import ServerSettings, create_app
 from lookalike.server.queries import QueryCache, QueryRecord
 
-from .conftest import product_of
+from .conftest import assert_error, product_of
 
 QUERY = "Bravo-Apple-Juice_012.jpg"
 
 
 def upload(path: Path, name: str | None = None) -> dict[str, tuple[str, bytes, str]]:
     return {"file": (name or path.name, path.read_bytes(), "image/jpeg")}
-
-
-def assert_error(response: httpx.Response, status: int, kind: str, *fragments: str) -> None:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert error["type"] == kind
-    for fragment in fragments:
-        assert fragment in error["message"]
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 pytest.importorskip("fastapi", reason="the server extra is not installed: pip install 'lookalike[server]'")
@@ -25,16 +24,10 @@ from PIL import Image
 from lookalike import Engine
 from lookalike.server import ServerSettings, create_app
 
+from .conftest import assert_error
+
 TOO_BIG = 2**63  # one more than SQLite's largest integer
 PHOTOS = ["Oatly-Natural-Oatghurt_016.jpg", "Bravo-Apple-Juice_012.jpg", "Arla-Standard-Milk_016.jpg"]
-
-
-def assert_error(response: httpx.Response, status: int, kind: str, *fragments: str) -> None:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert error["type"] == kind
-    for fragment in fragments:
-        assert fragment in error["message"]
 
 
 @contextmanager

@@ -8,7 +8,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 pytest.importorskip("fastapi", reason="the server extra is not installed: pip install 'lookalike[server]'")
@@ -22,18 +21,10 @@ from lookalike.errors import SettingsError
 from lookalike.server import ServerSettings, create_app
 from lookalike.server.serve import settings_for_host, startup_notes
 
-from .conftest import copy_index
+from .conftest import assert_error, copy_index
 
 KEY = "correct-horse-battery-staple"
 PHOTO = "Oatly-Natural-Oatghurt_016.jpg"
-
-
-def assert_error(response: httpx.Response, status: int, kind: str, *fragments: str) -> None:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert error["type"] == kind
-    for fragment in fragments:
-        assert fragment in error["message"]
 
 
 @contextmanager

@@ -70,12 +70,10 @@ TimeoutOption = Annotated[
 def lock_options(wait: bool, timeout: float | None) -> dict[str, Any]:
     """`Engine.open` options for a writing command: how long to wait for another writer, and what to say."""
 
+    from lookalike.index.lock import describe_holder
+
     def waiting(holder: dict[str, Any]) -> None:
-        who = (
-            f"process {holder['pid']} ({holder.get('doing', 'writing')} since {holder.get('since')})"
-            if holder
-            else ("another process")
-        )
+        who = describe_holder(holder)
         errors.print(f"index busy: {who} is writing to it; waiting (Ctrl-C to stop, --no-wait to fail at once)")
 
     return {"lock_timeout": 0.0 if not wait else timeout, "on_wait": waiting}

@@ -145,7 +145,7 @@ class Catalog:
     def commit(self, new: Sequence[NewItem], replaced: dict[int, str | None]) -> list[int]:
         """Write new items and delete replaced ones (id -> category) in one transaction, then update
         the partitions; returns the new items' ids. Callers hold the index's write lock."""
-        vectors = self.vectors()
+        self.vectors()  # loaded, so that `sync` can bring it up to date
         self.sync()
         vectors = self.vectors()
         with self._lock.writing():

@@ -91,10 +91,15 @@ class WriteLock:
             handle.close()
 
 
+def describe_holder(holder: dict[str, Any] | None) -> str:
+    """Who holds the lock, from what it wrote in the lock file: `process 4242 (adding images since ...)`."""
+    if not holder:
+        return "another process"
+    return f"process {holder['pid']} ({holder.get('doing', 'writing')} since {holder.get('since', '?')})"
+
+
 def _busy_message(folder: Path, holder: dict[str, Any], timeout: float) -> str:
-    who = "another process"
-    if holder:
-        who = f"process {holder['pid']} ({holder.get('doing', 'writing')} since {holder.get('since', '?')})"
+    who = describe_holder(holder)
     waited = f" after waiting {timeout:g} s" if timeout else ""
     return (
         f"{folder}: index busy: {who} is writing to it{waited}; try again when it is done, "
