@@ -156,6 +156,25 @@ def index(
         list[str] | None, typer.Option("--set", help="Any setting: --set rerank.mask_iou.weight=0.3")
     ] = None,
     rebuild: Annotated[bool, typer.Option(help="Delete the index and build it anew.")] = False,
+    backend: Annotated[
+        str | None,
+        typer.Option(help="Where vectors live: faiss (default, in the index folder) or milvus (needs --uri)."),
+    ] = None,
+    uri: Annotated[
+        str | None,
+        typer.Option(help="Milvus: a server (http://host:19530) or a Milvus Lite file (./catalog.db)."),
+    ] = None,
+    collection: Annotated[
+        str | None, typer.Option(help="Milvus: the collection's name (default: the index folder's name).")
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Embed in N worker processes (a local Ray cluster; needs `pip install lookalike[scale]`)."),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray", help="Embed on an existing Ray cluster: its address, or `auto` to join the local one."),
+    ] = None,
     wait: WaitOption = True,
     timeout: TimeoutOption = None,
 ) -> None:
@@ -172,6 +191,9 @@ def index(
         "embed.input_size": input_size,
         "embed.grayscale": grayscale,
         "localize.enabled": localize,
+        "index.backend": backend,
+        "index.uri": uri,
+        "index.collection": collection,
     }
     settings = build_settings(settings_file, assign or [], **named)
     if rebuild or not (index_path / "settings.json").exists():
@@ -181,7 +203,7 @@ def index(
     with engine:
         progress, update = _progress_bar("indexing")
         with progress:
-            report = engine.add([catalog], progress=update)
+            report = engine.add([catalog], progress=update, workers=workers, ray_address=ray_address)
         _print_add_report(report)
     if report.failed:
         raise typer.Exit(3)  # finished, with failures (listed)

@@ -10,6 +10,7 @@ engine owns the models' and the index's life cycle, serialises writes and times 
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -30,7 +31,7 @@ from lookalike.featurizer import (
     describe_fingerprint,
     mismatch_message,
 )
-from lookalike.index.catalog import DATABASE_FILE, Catalog
+from lookalike.index.catalog import DATABASE_FILE, open_catalog
 from lookalike.index.folder import SETTINGS_FILE, folder_state, half_created_message, staging_folder, swap_in
 from lookalike.index.lock import WaitCallback, WriteLock
 from lookalike.io.catalog import CatalogEntry, entries_for
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from lookalike.rerank import Reranker
 
 COMMIT_EVERY = 32  # images per transaction while indexing
+DISTRIBUTED_COMMIT = 256  # images per transaction while indexing on Ray (results stream in faster)
 MAX_ID = 2**63 - 1  # SQLite's largest integer: larger ids cannot name an image
 
 ProgressCallback = Callable[[int, int], None]  # (images done, images in all)
@@ -63,7 +65,7 @@ class Engine:
     def __init__(self, path: Path, settings: Settings, *, create: bool = False) -> None:
         self.path = path
         self.settings = settings
-        self.catalog = Catalog(path, settings.index, create=create)  # metadata and vectors
+        self.catalog = open_catalog(path, settings.index, create=create)  # metadata and vectors, on its backend
         self._write_lock = WriteLock(path)  # one writing operation at a time, across threads and processes
         self._featurizer: Featurizer | None = None
         self._rerankers: list[Reranker] | None = None
@@ -72,7 +74,8 @@ class Engine:
 
     @property
     def store(self) -> MetadataStore:
-        """The SQLite metadata store (the source of truth for ids, paths, vectors and blobs)."""
+        """The metadata store (the source of truth for ids, paths, vectors and blobs): SQLite in the
+        folder, or the Milvus collections of a Milvus-backed index (same reading interface)."""
         return self.catalog.store
 
     @property
@@ -91,16 +94,15 @@ class Engine:
         only once the new one is complete. `options` are `open`'s (lock_timeout, on_wait).
         """
         path = Path(path)
-        settings = settings or Settings()
+        settings = _with_backend_defaults(settings or Settings(), path)
         _check_creatable(path, overwrite)
+        _check_backend_creatable(settings, overwrite)
         staging = staging_folder(path)
         try:
             engine = cls(staging, settings, create=True)
             with engine:
                 featurizer = engine.featurizer
-                engine.catalog.dim = featurizer.dim
-                engine.store.set_meta("dim", featurizer.dim)
-                engine.store.set_meta("embedder", featurizer.fingerprint())
+                engine.catalog.initialise(featurizer.dim, featurizer.fingerprint())
                 settings.to_json(staging / SETTINGS_FILE)
             swap_in(staging, path)
         except BaseException:
@@ -128,7 +130,7 @@ class Engine:
             raise IndexNotFoundError(
                 f"{path}: is a file, not an index folder; --index takes the folder `lookalike index` made"
             )
-        if state != "index" or not (path / DATABASE_FILE).is_file():
+        if state != "index" or not _index_files_present(path):
             raise IndexNotFoundError(
                 f"{path}: no lookalike index here (expected {SETTINGS_FILE} and {DATABASE_FILE}); "
                 "create one with `lookalike index CATALOG_DIR --index PATH`"
@@ -143,7 +145,7 @@ class Engine:
         path = Path(path)
         if (path / SETTINGS_FILE).exists():
             engine = cls.open(path, **options)
-            if settings is not None and settings != engine.settings:
+            if settings is not None and _with_backend_defaults(settings, path) != engine.settings:
                 engine.close()
                 raise SettingsError(
                     f"{path}: the index was built with other settings; rebuild it (CLI: --rebuild) to change them"
@@ -153,6 +155,10 @@ class Engine:
 
     def close(self) -> None:
         self.catalog.close()
+
+    def present(self) -> bool:
+        """Whether the index folder still holds its files (someone may delete or move it while open)."""
+        return _index_files_present(self.path)
 
     def __enter__(self) -> Engine:
         return self
@@ -167,17 +173,26 @@ class Engine:
         categories: Sequence[str | None] | str | None = None,
         *,
         progress: ProgressCallback | None = None,
+        workers: int | None = None,
+        ray_address: str | None = None,
     ) -> AddReport:
         """Index images (files, or folders whose sub-folders are categories).
 
         Unchanged files (same path, same content) are skipped; changed ones are re-embedded.
         Bad files are reported in `AddReport.failed`, never abort the run. Each batch is committed
-        atomically, so an interrupted run keeps every complete entry before it.
+        atomically, so an interrupted run keeps every complete entry before it. `workers` (a local
+        Ray cluster of that many processes) or `ray_address` (an existing cluster, `auto` to join
+        the local one) embed on Ray Data (lookalike.distributed) while this process writes.
         """
         entries, skipped = entries_for(paths, categories, category_depth=self.settings.index.category_depth)
         report = AddReport(failed=list(skipped))
         entries = _distinct_files(entries, report)
         started = time.perf_counter()
+        if workers or ray_address:
+            with self._writing("adding images"):
+                self._add_distributed(entries, report, progress, workers, ray_address)
+            report.seconds = time.perf_counter() - started
+            return report
         with self._writing("adding images"):
             for start in range(0, len(entries), COMMIT_EVERY):
                 chunk = entries[start : start + COMMIT_EVERY]
@@ -311,11 +326,9 @@ class Engine:
         return self._featurizer
 
     def info(self) -> dict[str, Any]:
-        from lookalike.index.rebuild import describe_partitions
-
         self._catch_up()
         with self.catalog.searching() as vectors:
-            partitions, described = vectors.sizes(), describe_partitions(vectors)
+            partitions, described = vectors.sizes(), vectors.describe()
         return {
             "path": str(self.path),
             "images": self.store.count(),
@@ -328,6 +341,7 @@ class Engine:
             "classifier": self._category_classifier().status(self.store),
             "generation": self.store.generation,
             "size_bytes": _folder_size(self.path),
+            "backend": self.catalog.backend(),
             "settings": self.settings.to_dict(),
         }
 
@@ -373,14 +387,11 @@ class Engine:
         tombstones. `kind`, and `changes` (other `index` settings by name, e.g. nprobe=32), change the
         settings: they are saved to settings.json, atomically, once the new index is built.
         """
-        from lookalike.index import INDEX_KINDS
-        from lookalike.index.rebuild import describe_partitions
-
         dotted = {f"index.{name}": value for name, value in changes.items()}
         if kind is not None:
             dotted["index.kind"] = kind
         settings = self.settings.replace(**dotted) if dotted else self.settings
-        INDEX_KINDS.get(settings.index.kind)  # an unknown kind fails here, listing the valid ones
+        self.catalog.check_kind(settings.index)  # an unknown kind fails here, listing the valid ones
         started = time.perf_counter()
         with self._writing("rebuilding the vector index"):
             vectors = self.catalog.rebuild(settings.index)
@@ -390,8 +401,8 @@ class Engine:
                 temporary.replace(self.path / SETTINGS_FILE)
                 self.settings = settings
         seconds = time.perf_counter() - started
-        return {"kind": settings.index.kind, "vectors": len(vectors), "seconds": seconds,
-                "partitions": describe_partitions(vectors)}  # fmt: skip
+        return {"kind": settings.index.kind, "vectors": vectors.count(), "seconds": seconds,
+                "partitions": vectors.describe()}  # fmt: skip
 
     # -- category classifier
     def train_classifier(
@@ -556,7 +567,7 @@ class Engine:
 
     def _check_still_there(self) -> None:
         """A folder deleted or moved while open would take every later write with it: refuse them."""
-        if not (self.path / SETTINGS_FILE).is_file() or not (self.path / DATABASE_FILE).is_file():
+        if not self.present():
             raise IndexNotFoundError(
                 f"{self.path}: the index folder was deleted or moved while it was open; nothing more can be "
                 "written to it: restore it, or open the index where it is now"
@@ -714,7 +725,74 @@ class Engine:
             NewItem(path, entry.category, digest, features.vector, _item_extra(entry), features.blobs)
             for (entry, path, digest, _), features in zip(pending, described, strict=True)
         ]
-        replaced_ids = [known[path][0] for _, path, _, _ in pending if path in known]
+        self._commit_batch(new, known, report)
+
+    def featurize_rows(self, rows: Sequence[dict[str, str]]) -> list[dict[str, Any]]:
+        """For distributed indexing (a Ray actor's work): each row's file hashed, and embedded unless
+        its hash is the row's `known_hash`; {"path", "status": ok / unchanged / failed, "reason",
+        "digest", "vector", "blobs"} per row, in order."""
+        results: list[dict[str, Any]] = []
+        pending: list[tuple[dict[str, Any], Image.Image]] = []
+        for row in rows:
+            result: dict[str, Any] = {"path": row["path"], "status": "failed"}
+            results.append(result)
+            try:
+                result["digest"] = file_hash(Path(row["path"]))
+                if result["digest"] == row.get("known_hash"):
+                    result["status"] = "unchanged"
+                    continue
+                pending.append((result, load_image(Path(row["path"]))))
+            except ImageError as exc:
+                result["reason"] = exc.reason
+            except OSError as exc:
+                result["reason"] = f"cannot read the file ({exc.strerror or exc})"
+        if pending:
+            for (result, _), features in zip(pending, self._describe([image for _, image in pending]), strict=True):
+                result.update(status="ok", vector=features.vector, blobs=features.blobs)
+        return results
+
+    def _add_distributed(
+        self,
+        entries: list[CatalogEntry],
+        report: AddReport,
+        progress: ProgressCallback | None,
+        workers: int | None,
+        ray_address: str | None,
+    ) -> None:
+        """Embed on Ray (lookalike.distributed); commit what comes back every DISTRIBUTED_COMMIT images."""
+        from lookalike.distributed import featurize_on_ray
+        from lookalike.index import NewItem
+
+        by_path = {str(entry.path.resolve()): entry for entry in entries}
+        known: dict[str, tuple[int, str]] = {}
+        for start in range(0, len(entries), 1_000):  # batched lookups: no scan of the whole catalogue
+            known.update(self.store.known_paths(list(by_path)[start : start + 1_000]))
+        rows = [{"path": path, "known_hash": known.get(path, (0, ""))[1]} for path in by_path]
+        batch: list[NewItem] = []
+        results = featurize_on_ray(self.path, rows, workers=workers, address=ray_address)
+        for done, result in enumerate(results, start=1):
+            path = result["path"]
+            if result["status"] == "unchanged":
+                report.unchanged.append(path)
+            elif result["status"] == "failed":
+                report.failed.append((path, result["reason"]))
+            else:
+                entry = by_path[path]
+                batch.append(NewItem(path, entry.category, result["digest"], result["vector"], _item_extra(entry),
+                                     result["blobs"]))  # fmt: skip
+            if len(batch) >= DISTRIBUTED_COMMIT:
+                self._commit_batch(batch, known, report)
+                batch = []
+            if progress:
+                progress(done, len(rows))
+        self._commit_batch(batch, known, report)
+        if report.embedded:
+            self._after_change()
+
+    def _commit_batch(self, new: list[Any], known: dict[str, tuple[int, str]], report: AddReport) -> None:
+        if not new:
+            return
+        replaced_ids = [known[item.path][0] for item in new if item.path in known]
         replaced = {item_id: item.category for item_id, item in self.store.get_many(replaced_ids).items()}
         ids = self.catalog.commit(new, replaced)
         for item, item_id in zip(new, ids, strict=True):
@@ -741,6 +819,48 @@ def _check_creatable(path: Path, overwrite: bool) -> None:
         )
     if state == "half" and not overwrite:
         raise LookalikeError(half_created_message(path))
+
+
+def _index_files_present(path: Path) -> bool:
+    """settings.json, and the database where the backend keeps one in the folder."""
+    if not (path / SETTINGS_FILE).is_file():
+        return False
+    try:
+        backend = json.loads((path / SETTINGS_FILE).read_text()).get("index", {}).get("backend", "faiss")
+    except (OSError, ValueError, AttributeError):
+        backend = "faiss"  # an unreadable settings file is reported when it is read
+    return backend != "faiss" or (path / DATABASE_FILE).is_file()
+
+
+def _with_backend_defaults(settings: Settings, path: Path) -> Settings:
+    """A Milvus-backed index's collection named after its folder unless given; its Lite file made absolute."""
+    index = settings.index
+    if index.backend != "milvus":
+        return settings
+    from lookalike.index.milvus import collection_name, resolve_uri
+
+    return settings.replace(
+        **{"index.uri": resolve_uri(index.uri or ""), "index.collection": index.collection or collection_name(path)}
+    )
+
+
+def _check_backend_creatable(settings: Settings, overwrite: bool) -> None:
+    """A Milvus collection of that name is another index: replaced only with overwrite."""
+    if settings.index.backend != "milvus":
+        return
+    from lookalike.index.milvus import MilvusSpace
+
+    space = MilvusSpace(settings.index, create=None)
+    try:
+        if space.exists() and not overwrite:
+            raise LookalikeError(
+                f"{settings.index.uri}: collection {settings.index.collection!r} already holds an index; "
+                "choose another with --collection, or pass --rebuild (overwrite=True) to replace it"
+            )
+        if overwrite:
+            space.drop_all()
+    finally:
+        space.client.close()
 
 
 def _distinct_files(entries: list[CatalogEntry], report: AddReport) -> list[CatalogEntry]:

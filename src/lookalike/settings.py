@@ -98,6 +98,12 @@ class IndexSettings:
     """
 
     kind: str = "flat"
+    # where vectors live: "faiss" (partitions in this folder, SQLite beside them) or "milvus" (a
+    # collection at `uri`: a server for replicas, or a Milvus Lite .db file); see lookalike.index.milvus
+    backend: str = "faiss"
+    uri: str | None = None  # milvus: http://host:19530 or a .db file (token: $LOOKALIKE_MILVUS_TOKEN)
+    collection: str | None = None  # milvus: the collection's name (default: the index folder's name)
+    consistency: str = "Strong"  # milvus: a search right after an add sees it ("Bounded" is faster)
     partition_by_category: bool = True
     category_depth: int = 1  # category = the first N folders below the catalogue root
     # what "auto" turns a partition into past auto_threshold: HNSW kept Recall@10 0.96 at 0.5 ms where
@@ -120,6 +126,10 @@ class IndexSettings:
     seed: int = 0
 
     def validate(self) -> None:
+        _check(self.backend in ("faiss", "milvus"), f"index.backend must be 'faiss' or 'milvus', got {self.backend!r}")
+        _check(self.backend != "milvus" or bool(self.uri), "index.backend 'milvus' needs index.uri (--uri)")
+        levels = ("Strong", "Bounded", "Session", "Eventually")
+        _check(self.consistency in levels, f"index.consistency must be one of {levels}, got {self.consistency!r}")
         _check(self.category_depth >= 0, f"index.category_depth must be >= 0, got {self.category_depth}")
         approximate = ("hnsw", "ivfpq", "hnswpq", "ivfhnswpq")
         _check(self.auto_kind in approximate, f"index.auto_kind must be one of {approximate}, got {self.auto_kind!r}")

@@ -1,4 +1,10 @@
-"""An index folder's stored images: the SQLite store and the vector partitions kept in step with it.
+"""An index's stored images: the metadata store and the vector store, kept in step.
+
+`open_catalog` picks the backend the index was created with (`index.backend`): `LocalCatalog` (SQLite
+and FAISS partitions in the index folder, below) or `MilvusCatalog` (a Milvus collection, shared by
+replicas). The engine uses only the `Catalog` interface.
+
+For the local backend:
 
 The database is the source of truth. The partitions live in memory, tagged with the database
 generation they reflect, and on disk as a snapshot tagged the same way: a snapshot can only claim a
@@ -15,14 +21,16 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from lookalike._locks import ReadWriteLock
 from lookalike._timing import Timer
 from lookalike.index.partitioned import PartitionedIndex
-from lookalike.index.rebuild import build_from_store, search_plan
+from lookalike.index.rebuild import build_from_store
 from lookalike.index.store import RESET, MetadataStore, NewItem
+from lookalike.index.vectorstore import VectorStore
 from lookalike.settings import IndexSettings
 
 DATABASE_FILE = "catalog.sqlite"
@@ -31,28 +39,66 @@ CHANGES_KEPT = 1000  # generations of change log kept behind the snapshot, for o
 
 
 class Catalog:
-    """The metadata store and the vector partitions of one index folder."""
+    """What the engine asks of an index's storage, whatever the backend."""
 
-    def __init__(self, folder: Path, settings: IndexSettings, *, create: bool = False) -> None:
+    store: Any  # MetadataStore's reading interface
+    dim: int
+    generation: int  # the store's generation the vectors in this process reflect
+
+    def __init__(self, folder: Path, settings: IndexSettings) -> None:
         self.folder = folder
         self.settings = settings
-        self.store = MetadataStore(folder / DATABASE_FILE, create=create)
-        self.dim = int(self.store.get_meta("dim") or 0)
         self._lock = ReadWriteLock()
-        self._vectors: PartitionedIndex | None = None
-        self.generation = -1  # the database generation the partitions in memory reflect
+        self._vectors: VectorStore | None = None
+        self.generation = -1
 
+    # -- the interface each backend implements
     def close(self) -> None:
-        self.store.close()
+        raise NotImplementedError
 
+    def vectors(self) -> VectorStore:
+        raise NotImplementedError
+
+    def initialise(self, dim: int, fingerprint: dict[str, Any]) -> None:
+        """A new index's vector dimension and model fingerprint (at creation)."""
+        raise NotImplementedError
+
+    def sync(self) -> str:
+        raise NotImplementedError
+
+    def commit(self, new: Sequence[NewItem], replaced: dict[int, str | None]) -> list[int]:
+        raise NotImplementedError
+
+    def save_snapshot(self) -> None:
+        raise NotImplementedError
+
+    def rebuild(self, settings: IndexSettings) -> VectorStore:
+        raise NotImplementedError
+
+    def reset(self, dim: int) -> None:
+        """Forget the loaded vectors (call inside `writing()` after the stored vectors were rewritten)."""
+        self._vectors, self.dim, self.generation = None, dim, -1
+
+    def snapshot_state(self) -> dict[str, object]:
+        raise NotImplementedError
+
+    def check_kind(self, settings: IndexSettings) -> None:
+        """Refuse an index kind this backend does not build, listing those it does."""
+        raise NotImplementedError
+
+    def backend(self) -> dict[str, Any]:
+        """Which backend holds the vectors, for `info`."""
+        return {"backend": self.settings.backend}
+
+    # -- shared
     @contextmanager
     def reading(self) -> Iterator[None]:
         with self._lock.reading():
             yield
 
     @contextmanager
-    def searching(self) -> Iterator[PartitionedIndex]:
-        """The loaded partitions, held for reading (commits and swaps wait until the block ends)."""
+    def searching(self) -> Iterator[VectorStore]:
+        """The loaded vectors, held for reading (commits and swaps wait until the block ends)."""
         while True:
             self.vectors()  # loading takes the write lock: outside the read lock
             with self._lock.reading():
@@ -67,18 +113,78 @@ class Catalog:
         with self._lock.writing():
             yield
 
+    def partition_names(self) -> list[str]:
+        with self.searching() as vectors:
+            return list(vectors.sizes())
+
+    def candidates(
+        self,
+        vectors: VectorStore,
+        query: np.ndarray,
+        depth: int,
+        categories: Sequence[str | None] | None,
+        timer: Timer,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The top `depth` (scores, ids) over the categories (all when None), best first.
+
+        `vectors` comes from `searching()`. Stores that declare approximate search fetch
+        `shortlist_factor` times more; those whose scores are approximate (PQ, SQ8 codes) have the
+        shortlist re-scored exactly from the stored full vectors.
+        """
+        plan = vectors.plan(categories)
+        fetch = depth * self.settings.shortlist_factor if plan.approximate else depth
+        with timer.stage("search"):
+            scores, ids = vectors.search(query[None, :], fetch, categories)
+        if not plan.rescore:
+            return scores[0][:depth], ids[0][:depth]
+        from lookalike.index.ann import rescore
+
+        with timer.stage("rescore"):
+            found = ids[0][ids[0] >= 0]
+            return rescore(query, found, self.store.vectors_of(found, self.dim), depth)
+
+
+def open_catalog(folder: Path, settings: IndexSettings, *, create: bool = False) -> Catalog:
+    """The catalogue of the index at `folder`, on the backend `settings.backend`."""
+    if settings.backend == "milvus":
+        from lookalike.index.milvus_catalog import MilvusCatalog
+
+        return MilvusCatalog(folder, settings, create=create)
+    return LocalCatalog(folder, settings, create=create)
+
+
+class LocalCatalog(Catalog):
+    """The SQLite store and the FAISS partitions of one index folder."""
+
+    store: MetadataStore
+    _vectors: PartitionedIndex | None
+
+    def __init__(self, folder: Path, settings: IndexSettings, *, create: bool = False) -> None:
+        super().__init__(folder, settings)
+        self.store = MetadataStore(folder / DATABASE_FILE, create=create)
+        self.dim = int(self.store.get_meta("dim") or 0)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def initialise(self, dim: int, fingerprint: dict[str, Any]) -> None:
+        self.dim = dim
+        self.store.set_meta("dim", dim)
+        self.store.set_meta("embedder", fingerprint)
+
+    def check_kind(self, settings: IndexSettings) -> None:
+        from lookalike.index import INDEX_KINDS
+
+        INDEX_KINDS.get(settings.kind)
+
     # -- the vector partitions
-    def vectors(self) -> PartitionedIndex:
+    def vectors(self) -> PartitionedIndex:  # type: ignore[override]
         """The partitions, loaded from the snapshot or rebuilt from the database on first use."""
         if self._vectors is None:
             with self._lock.writing():
                 if self._vectors is None:
                     self._vectors = self._load_or_rebuild()
         return self._vectors
-
-    def partition_names(self) -> list[str]:
-        with self.searching() as vectors:
-            return list(vectors.sizes())
 
     def sync(self) -> str:
         """Catch up with transactions committed by other processes since the partitions were loaded:
@@ -113,33 +219,6 @@ class Catalog:
         if stored:
             ids = np.array(list(stored), dtype=np.int64)
             vectors.add(ids, np.stack([stored[int(i)] for i in ids]), [rows[int(i)].category for i in ids])
-
-    def candidates(
-        self,
-        vectors: PartitionedIndex,
-        query: np.ndarray,
-        depth: int,
-        categories: Sequence[str | None] | None,
-        timer: Timer,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The top `depth` (scores, ids) over the categories' partitions (all when None), best first.
-
-        `vectors` comes from `searching()`. Partitions that declare approximate search fetch
-        `shortlist_factor` times more; those whose scores are approximate (PQ codes) have the
-        shortlist re-scored exactly from the stored full vectors.
-        """
-        keys = None if categories is None else [vectors.key(c) for c in categories]
-        plan = search_plan(vectors, keys)
-        fetch = depth * self.settings.shortlist_factor if plan.approximate else depth
-        with timer.stage("search"):
-            scores, ids = vectors.search(query[None, :], fetch, categories)
-        if not plan.rescore:
-            return scores[0][:depth], ids[0][:depth]
-        from lookalike.index.ann import rescore
-
-        with timer.stage("rescore"):
-            found = ids[0][ids[0] >= 0]
-            return rescore(query, found, self.store.vectors_of(found, self.dim), depth)
 
     # -- writes
     def commit(self, new: Sequence[NewItem], replaced: dict[int, str | None]) -> list[int]:
@@ -184,10 +263,6 @@ class Catalog:
             vectors.save(self.folder / VECTORS_DIR, generation)
             self.settings, self._vectors, self.generation = settings, vectors, generation
         return vectors
-
-    def reset(self, dim: int) -> None:
-        """Forget the loaded partitions (call inside `writing()` after the stored vectors were rewritten)."""
-        self._vectors, self.dim, self.generation = None, dim, -1
 
     def snapshot_state(self) -> dict[str, object]:
         """What `lookalike check` reports of the snapshot on disk: its generation, kind and whether it loads."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,19 +29,11 @@ class CheckReport:
 
 
 def check_database(store: Any, report: CheckReport) -> bool:
-    """SQLite's own integrity check; False when the database cannot be trusted."""
-    try:
-        with store._lock:  # one statement on the store's connection
-            rows = store._db.execute("PRAGMA quick_check").fetchall()
-    except sqlite3.DatabaseError as exc:
-        report.problems.append(f"{store.path}: cannot be checked ({exc}); restore it or rebuild the index")
-        return False
-    verdict = [str(row[0]) for row in rows]
-    if verdict != ["ok"]:
-        report.problems.append(
-            f"{store.path}: SQLite integrity check failed ({'; '.join(verdict[:3])}); restore it from a backup "
-            "or rebuild the index (`lookalike index CATALOG --index PATH --rebuild`)"
-        )
+    """The metadata store's own integrity check (SQLite's quick_check, or Milvus's collections);
+    False when the store cannot be trusted."""
+    problem = store.integrity()
+    if problem:
+        report.problems.append(problem)
         return False
     report.notes.append(f"database: {store.count()} images, generation {store.generation}, integrity ok")
     return True

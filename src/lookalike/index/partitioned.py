@@ -1,4 +1,4 @@
-"""One vector index per category, saved as a snapshot tagged with the database's generation."""
+"""The "faiss" backend: one FAISS index per category, saved as a snapshot tagged with the database's generation."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import os
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from lookalike.index.base import VectorIndex, create_index, load_index
+from lookalike.index.base import INDEX_KINDS, VectorIndex, create_index, load_index
+from lookalike.index.vectorstore import VECTOR_STORES, SearchPlan, StoreCapabilities
 from lookalike.settings import IndexSettings
 
 ALL = ""  # the partition of every vector when partitioning is off, or of uncategorised images
@@ -18,17 +20,38 @@ _MANIFEST = "current.json"
 
 
 class PartitionedIndex:
-    """Routes vectors to per-category indexes and merges their results."""
+    """Routes vectors to per-category indexes and merges their results (the `VectorStore` of the
+    "faiss" backend). It lives in one process's memory; `flush` saves it as the snapshot of
+    `generation` in `folder` when it has one."""
 
-    def __init__(self, settings: IndexSettings, dim: int) -> None:
+    def __init__(self, settings: IndexSettings, dim: int, folder: Path | None = None, generation: int = 0) -> None:
         self.settings = settings
         self.dim = dim
+        self.folder = folder
+        self.generation = generation
         self.partitions: dict[str, VectorIndex] = {}
+
+    @property
+    def capabilities(self) -> StoreCapabilities:
+        declared = [p.capabilities for p in self.partitions.values()]
+        return StoreCapabilities(
+            backend="faiss",
+            kinds=tuple(INDEX_KINDS.names()),
+            exact=all(c.exact for c in declared),
+            exact_scores=all(c.exact_scores for c in declared),
+        )
 
     def key(self, category: str | None) -> str:
         return (category or ALL) if self.settings.partition_by_category else ALL
 
-    def add(self, ids: np.ndarray, vectors: np.ndarray, categories: Sequence[str | None]) -> None:
+    def add(
+        self,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        categories: Sequence[str | None],
+        payload: Sequence[dict[str, Any]] | None = None,
+    ) -> None:
+        """New ids into their categories' partitions (`payload` is the SQLite store's to keep)."""
         for key, rows in _group(self.key(c) for c in categories).items():
             if key not in self.partitions:
                 self.partitions[key] = create_index(self.settings.kind, self.dim, self.settings)
@@ -55,6 +78,38 @@ class PartitionedIndex:
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
 
+    # -- VectorStore
+    def upsert(self, ids: np.ndarray, vectors: np.ndarray, categories: Sequence[str | None]) -> None:
+        """Add, replacing any vector these ids hold in the same categories' partitions (an id moving
+        to another category is `delete`d from its old one first). `add` is for ids known to be new."""
+        self.remove(ids, categories)
+        self.add(ids, vectors, categories)
+
+    def delete(self, ids: np.ndarray, categories: Sequence[str | None]) -> None:
+        self.remove(ids, categories)
+
+    def plan(self, categories: Sequence[str | None] | None = None) -> SearchPlan:
+        """What a search over these categories' partitions (all when None) must do, from their capabilities."""
+        keys = self.partitions.keys() if categories is None else {self.key(c) for c in categories}
+        declared = [self.partitions[key].capabilities for key in keys if key in self.partitions]
+        return SearchPlan(
+            approximate=any(not c.exact for c in declared), rescore=any(not c.exact_scores for c in declared)
+        )
+
+    def count(self) -> int:
+        return len(self)
+
+    def describe(self) -> dict[str, Any]:
+        """Per partition: kind, vectors, state (exact or approximate, and why), tunables, tombstones."""
+        return {key: dict(partition.describe()) for key, partition in sorted(self.partitions.items())}
+
+    def flush(self) -> None:
+        if self.folder is not None:
+            self.save(self.folder, self.generation)
+
+    def close(self) -> None:
+        """Nothing to release: the partitions are plain memory (or read-only memory maps)."""
+
     def __len__(self) -> int:
         return sum(len(p) for p in self.partitions.values())
 
@@ -76,6 +131,7 @@ class PartitionedIndex:
         manifest = {"generation": generation, "kind": self.settings.kind, "dim": self.dim, "partitions": files}
         _write_atomic(folder / _MANIFEST, json.dumps(manifest, indent=1))
         _remove_old_snapshots(folder, keep=target.name)
+        self.folder, self.generation = folder, generation
 
     @classmethod
     def load(cls, folder: Path, settings: IndexSettings, dim: int, generation: int) -> PartitionedIndex | None:
@@ -102,7 +158,7 @@ class PartitionedIndex:
                 "state": "stale",
                 "reason": f"{found}; the database is at generation {generation}, kind {settings.kind}",
             }
-        index = cls(settings, dim)
+        index = cls(settings, dim, folder, generation)
         target = folder / f"gen-{generation}"
         for key, name in files.items():
             try:
@@ -132,3 +188,17 @@ def _remove_old_snapshots(folder: Path, keep: str) -> None:
     for old in folder.glob("gen-*"):
         if old.name != keep:
             shutil.rmtree(old, ignore_errors=True)
+
+
+@VECTOR_STORES.register("faiss")
+def open_faiss_store(folder: Path, dim: int, settings: IndexSettings, *, create: bool = False) -> PartitionedIndex:
+    """A new, empty store whose snapshots go to `folder`, or the snapshot saved there last (an empty
+    store when there is none). The catalogue loads snapshots by the database's generation instead."""
+    if not create:
+        manifest_path = folder / _MANIFEST
+        if manifest_path.exists():
+            generation = json.loads(manifest_path.read_text())["generation"]
+            loaded = PartitionedIndex.load(folder, settings, dim, generation)
+            if loaded is not None:
+                return loaded
+    return PartitionedIndex(settings, dim, folder)

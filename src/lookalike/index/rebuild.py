@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 from lookalike.index.base import create_index
 from lookalike.index.partitioned import PartitionedIndex
 from lookalike.index.store import MetadataStore
@@ -29,21 +26,3 @@ def build_from_store(store: MetadataStore, settings: IndexSettings, dim: int) ->
     for ids, vectors, categories in store.vectors(dim):
         index.add(ids, vectors, categories)
     return index
-
-
-def describe_partitions(index: PartitionedIndex) -> dict[str, dict[str, Any]]:
-    """Per partition: kind, vectors, state (exact or approximate, and why), tunables, tombstones."""
-    return {key: dict(partition.describe()) for key, partition in sorted(index.partitions.items())}
-
-
-@dataclass(frozen=True)
-class SearchPlan:
-    approximate: bool  # fetch a longer shortlist
-    rescore: bool  # re-compute the shortlist's scores from the full vectors
-
-
-def search_plan(index: PartitionedIndex, keys: list[str] | None = None) -> SearchPlan:
-    """What a search over these partitions (all when keys is None) must do, from their declared capabilities."""
-    partitions = index.partitions.values() if keys is None else [index.partitions.get(k) for k in keys]
-    declared = [p.capabilities for p in partitions if p is not None]
-    return SearchPlan(approximate=any(not c.exact for c in declared), rescore=any(not c.exact_scores for c in declared))

@@ -153,6 +153,21 @@ class MetadataStore:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
         return int(json.loads(row[0])) if row else 0
 
+    def integrity(self) -> str | None:
+        """SQLite's quick_check: None when the database is sound, else the problem and what to do."""
+        try:
+            with self._lock:
+                rows = self._db.execute("PRAGMA quick_check").fetchall()
+        except sqlite3.DatabaseError as exc:
+            return f"{self.path}: cannot be checked ({exc}); restore it or rebuild the index"
+        verdict = [str(row[0]) for row in rows]
+        if verdict != ["ok"]:
+            return (
+                f"{self.path}: SQLite integrity check failed ({'; '.join(verdict[:3])}); restore it from a backup "
+                "or rebuild the index (`lookalike index CATALOG --index PATH --rebuild`)"
+            )
+        return None
+
     # -- meta
     def get_meta(self, key: str) -> Any:
         with self._lock:

@@ -20,8 +20,7 @@ from fastapi import Depends, Request
 from PIL import Image
 
 from lookalike.errors import LookalikeError
-from lookalike.index.catalog import DATABASE_FILE
-from lookalike.pipeline import SETTINGS_FILE, Engine
+from lookalike.pipeline import Engine
 from lookalike.server.config import ServerSettings
 from lookalike.server.errors import ApiError, index_unavailable, not_found
 from lookalike.server.queries import QueryCache
@@ -61,8 +60,7 @@ class ServerContext:
     def index_present(self) -> bool:
         """Whether the index folder is still there with its database and settings (someone may have
         deleted or moved it while the server runs: the open database would then take writes and lose them)."""
-        folder = Path(self.engine.path)
-        return (folder / DATABASE_FILE).is_file() and (folder / SETTINGS_FILE).is_file()
+        return self.engine.present()
 
     def check_index(self) -> None:
         """503 when the index folder is gone (see `index_present`)."""

@@ -1,0 +1,104 @@
+"""The offline stage on Ray Data: decode, localise and embed in a pool of actors, write from the driver.
+
+`lookalike index CATALOG --index I --workers N` starts a local Ray cluster of N worker processes;
+`--ray ADDRESS` (or `auto`) joins an existing cluster, where every node must read the image paths and
+the index folder's settings and model files at the same path (shared storage, or a copy). Each actor
+opens the index once (its models load once per actor, one intra-op thread each), hashes each file
+and embeds only what is new or changed; the driver holds the index's write lock and commits results
+in large batches as they stream back, so a job stopped halfway resumes without re-embedding what
+was written (unchanged files are recognised by path and content hash). Bad files come back as
+failures with their reason and never stop the job.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lookalike.errors import SettingsError
+
+ROWS_PER_TASK = 16  # images an actor embeds per call (Ray's unit of back-pressure)
+
+
+def ray_module() -> Any:
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise SettingsError(
+            "--workers and --ray run on Ray Data: install it with `pip install 'lookalike[scale]'`"
+        ) from None
+    return ray
+
+
+def start_ray(workers: int | None, address: str | None) -> Any:
+    """Join the cluster at `address` (`auto`: the local one), or start a local one of `workers` CPUs."""
+    ray = ray_module()
+    if ray.is_initialized():
+        return ray
+    options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
+    if address:
+        ray.init(address=address, **options)
+    else:
+        ray.init(num_cpus=workers or 1, **options)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # the caller shows one bar for the whole job
+    context.print_on_execution_start = False
+    return ray
+
+
+class FeaturizeActor:
+    """One Ray actor: the index's featurizer, loaded once; rows in, features (or the failure) out."""
+
+    def __init__(self, index_path: str) -> None:
+        import torch
+
+        torch.set_num_threads(1)  # one process per core: more threads only fight over the cores
+        from lookalike.pipeline import Engine
+
+        self.engine = Engine.open(index_path)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
+        rows = [
+            {"path": str(path), "known_hash": str(known)}
+            for path, known in zip(batch["path"], batch["known_hash"], strict=True)
+        ]
+        results = self.engine.featurize_rows(rows)
+        return {
+            "path": [r["path"] for r in results],
+            "status": [r["status"] for r in results],
+            "reason": [r.get("reason", "") for r in results],
+            "digest": [r.get("digest", "") for r in results],
+            "features": [pickle.dumps((r["vector"], r["blobs"])) if r["status"] == "ok" else b"" for r in results],
+        }
+
+
+def featurize_on_ray(
+    index_path: Path, rows: Sequence[dict[str, str]], *, workers: int | None, address: str | None
+) -> Iterator[dict[str, Any]]:
+    """Each row's result ({"path", "status": ok / unchanged / failed, "reason", "digest", "vector",
+    "blobs"}) as the actors finish them (in no particular order)."""
+    ray = start_ray(workers, address)
+    from ray.data import ActorPoolStrategy
+
+    pool = max(1, workers or int(ray.cluster_resources().get("CPU", 1)))
+    dataset = ray.data.from_items(list(rows)).map_batches(
+        FeaturizeActor,
+        fn_constructor_kwargs={"index_path": str(index_path)},
+        compute=ActorPoolStrategy(size=pool),
+        batch_size=ROWS_PER_TASK,
+        num_cpus=1,
+    )
+    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+        for path, status, reason, digest, features in zip(
+            batch["path"], batch["status"], batch["reason"], batch["digest"], batch["features"], strict=True
+        ):
+            result: dict[str, Any] = {"path": str(path), "status": str(status), "reason": str(reason),
+                                      "digest": str(digest)}  # fmt: skip
+            if result["status"] == "ok":
+                result["vector"], result["blobs"] = pickle.loads(features)
+            yield result

@@ -1,0 +1,50 @@
+"""The offline stage on Ray Data (a local cluster of 2 worker processes): the same vectors as one
+process, bad files reported without stopping the job, and a rerun that re-embeds nothing written."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lookalike import Engine, Settings
+
+from .conftest import SAMPLES
+
+pytest.importorskip("ray.data", reason="distributed indexing needs Ray Data (pip install .[scale])")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("ray") / "catalogue"
+    for product in ("Apple", "Milk", "Juice"):
+        shutil.copytree(SAMPLES / "catalog" / product, folder / product)
+    (folder / "Milk" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    return folder
+
+
+def _vectors(engine: Engine) -> dict[str, np.ndarray]:
+    items = engine.items()
+    stored = engine.store.vectors_of([item.id for item in items], engine.featurizer.dim)
+    return {Path(item.path).name: stored[item.id] for item in items}
+
+
+def test_ray_workers_index_like_one_process_and_resume(catalogue: Path, tmp_path: Path, built_index: Path) -> None:
+    images = sorted(p for p in catalogue.rglob("*.jpg") if p.name != "broken.jpg")
+    with Engine.create(tmp_path / "ray.index", Settings()) as engine:
+        first = engine.add(images[:5], categories=[p.parent.name for p in images[:5]])  # a job stopped early
+        assert len(first.added) == 5
+        report = engine.add([catalogue], workers=2)
+        assert len(report.unchanged) == 5  # what was written is not embedded again
+        assert len(report.added) == len(images) - 5
+        assert [Path(path).name for path, _ in report.failed] == ["broken.jpg"]
+        assert "broken.jpg" in report.failed[0][0] and report.failed[0][1]
+        distributed = _vectors(engine)
+        assert {item.category for item in engine.items()} == {"Apple", "Milk", "Juice"}
+    with Engine.open(built_index) as single:
+        reference = _vectors(single)
+    for name, vector in distributed.items():
+        np.testing.assert_allclose(vector, reference[name], atol=1e-4)

@@ -1,0 +1,201 @@
+"""The engine end to end on the milvus backend (a real Milvus Lite file, no mock): index, search,
+remove, re-add, reopen, re-rankers' blobs, training an embedding, the fingerprint check, the CLI and
+the server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lookalike import Engine, Settings
+from lookalike.errors import IndexMismatchError, LookalikeError
+
+from .conftest import SAMPLES, product_of
+
+pytest.importorskip("pymilvus", reason="the milvus backend needs pymilvus + milvus-lite (pip install .[scale])")
+pytestmark = pytest.mark.slow
+
+
+def _settings(tmp_path: Path, **changes: object) -> Settings:
+    return Settings().replace(**{"index.backend": "milvus", "index.uri": str(tmp_path / "milvus.db"), **changes})
+
+
+@pytest.fixture(scope="module")
+def milvus_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("milvus")
+    path = folder / "shop.index"
+    with Engine.create(path, _settings(folder)) as engine:
+        report = engine.add([SAMPLES / "catalog"])
+    assert len(report.added) == 60 and not report.failed
+    return path
+
+
+def test_the_folder_holds_settings_and_models_and_milvus_the_rest(milvus_index: Path) -> None:
+    saved = json.loads((milvus_index / "settings.json").read_text())["index"]
+    assert saved["backend"] == "milvus" and saved["collection"] == "shop_index"
+    assert Path(saved["uri"]).is_absolute()
+    assert not (milvus_index / "catalog.sqlite").exists() and not (milvus_index / "vectors").exists()
+    with Engine.open(milvus_index) as engine:
+        info = engine.info()
+        assert info["images"] == 60 and info["backend"]["backend"] == "milvus"
+        assert sum(info["categories"].values()) == 60
+
+
+def test_search_finds_the_product_and_filters_by_category(milvus_index: Path, sample_queries: list[Path]) -> None:
+    with Engine.open(milvus_index) as engine:
+        hits = 0
+        for query in sample_queries:
+            result = engine.search(query, k=3)
+            hits += product_of(result.hits[0].path) == product_of(query)
+        assert hits >= len(sample_queries) * 0.6
+        category = next(iter(engine.categories()))
+        result = engine.search(sample_queries[0], k=5, category=category)
+        assert result.hits and all(hit.category == category for hit in result.hits)
+
+
+def test_search_results_match_the_faiss_backend(
+    milvus_index: Path, built_index: Path, sample_queries: list[Path]
+) -> None:
+    with Engine.open(milvus_index) as milvus, Engine.open(built_index) as faiss:
+        for query in sample_queries[:4]:
+            a, b = milvus.search(query, k=5, rerank=False), faiss.search(query, k=5, rerank=False)
+            assert [Path(h.path).name for h in a.hits] == [Path(h.path).name for h in b.hits]
+            assert [h.score for h in a.hits] == pytest.approx([h.score for h in b.hits], abs=1e-4)
+
+
+def test_remove_readd_and_reopen(tmp_path: Path) -> None:
+    catalogue = tmp_path / "catalogue"
+    shutil.copytree(SAMPLES / "catalog" / "Apple", catalogue / "Apple")
+    path = tmp_path / "small.index"
+    with Engine.create(path, _settings(tmp_path)) as engine:
+        added = engine.add([catalogue]).added
+        target = engine.item(added[0])
+        assert engine.search(target.path, k=1).hits[0].id == target.id  # read-your-writes, no flush
+        engine.remove([target.id])
+        assert engine.item(target.id) is None
+        assert all(hit.id != target.id for hit in engine.search(target.path, k=5).hits)
+        readded = engine.add([Path(target.path)], categories="Apple").added
+        assert engine.search(target.path, k=1).hits[0].id == readded[0]
+        unchanged = engine.add([catalogue])
+        assert not unchanged.added and len(unchanged.unchanged) == len(added)
+    with Engine.open(path) as reopened:
+        assert len(reopened) == len(added)
+        assert reopened.find(target.path).id == readded[0]
+
+
+def test_localised_index_keeps_silhouettes_for_shape_reranking(tmp_path: Path, sample_queries: list[Path]) -> None:
+    catalogue = tmp_path / "catalogue"
+    for product in ("Apple", "Milk"):
+        shutil.copytree(SAMPLES / "catalog" / product, catalogue / product)
+    settings = _settings(
+        tmp_path, **{"localize.enabled": True, "rerank.chain": ["mask_iou"], "rerank.mask_iou.weight": 0.3}
+    )
+    with Engine.create(tmp_path / "shapes.index", settings) as engine:
+        engine.add([catalogue])
+        item = engine.items()[0]
+        assert engine.silhouette(item.id)  # the blob round-trips through Milvus
+        result = engine.search(sample_queries[0], k=3)
+        assert "iou" in result.hits[0].scores
+
+
+def test_an_index_built_by_other_weights_is_refused(milvus_index: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other.index"
+    shutil.copytree(milvus_index, other)
+    settings = json.loads((other / "settings.json").read_text())
+    settings["embed"]["gem_p"] = 1.0  # another model over the same collection
+    (other / "settings.json").write_text(json.dumps(settings))
+    with Engine.open(other) as engine, pytest.raises(IndexMismatchError, match="gem|pool|embedder|model"):
+        engine.search(SAMPLES / "queries" / sorted(p.name for p in (SAMPLES / "queries").iterdir())[0], k=1)
+
+
+def test_creating_over_an_existing_collection_needs_rebuild(milvus_index: Path, tmp_path: Path) -> None:
+    saved = json.loads((milvus_index / "settings.json").read_text())["index"]
+    settings = Settings().replace(
+        **{"index.backend": "milvus", "index.uri": saved["uri"], "index.collection": saved["collection"]}
+    )
+    with pytest.raises(LookalikeError, match="already holds an index"):
+        Engine.create(tmp_path / "again.index", settings)
+
+
+def test_unsupported_kind_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(LookalikeError, match="not offered on the milvus backend"):
+        Engine.create(tmp_path / "pq.index", _settings(tmp_path, **{"index.kind": "ivfpq"}))
+
+
+def test_cli_index_with_milvus_backend_then_search(tmp_path: Path, sample_queries: list[Path]) -> None:
+    from typer.testing import CliRunner
+
+    from lookalike.cli import app
+
+    catalogue = tmp_path / "catalogue"
+    shutil.copytree(SAMPLES / "catalog" / "Milk", catalogue / "Milk")
+    runner = CliRunner()
+    index = tmp_path / "cli.index"
+    uri = str(tmp_path / "catalog.db")
+    created = runner.invoke(app, ["index", str(catalogue), "--index", str(index), "--backend", "milvus", "--uri", uri])
+    assert created.exit_code == 0, created.output
+    assert json.loads((index / "settings.json").read_text())["index"]["uri"] == uri
+    found = runner.invoke(app, ["search", str(sample_queries[0]), "--index", str(index), "--json"])
+    assert found.exit_code == 0, found.output
+    assert json.loads(found.output)["hits"][0]["category"] == "Milk"
+    refused = runner.invoke(app, ["index", str(catalogue), "--index", str(tmp_path / "x.index"), "--backend", "milvus"])
+    assert refused.exit_code != 0 and "index.uri" in refused.output
+
+
+def test_server_searches_and_writes_through_milvus(tmp_path: Path, sample_queries: list[Path]) -> None:
+    pytest.importorskip("fastapi", reason="the server extra is not installed")
+    from fastapi.testclient import TestClient
+
+    from lookalike.server import ServerSettings, create_app
+
+    catalogue = tmp_path / "catalogue"
+    for product in ("Milk", "Juice"):
+        shutil.copytree(SAMPLES / "catalog" / product, catalogue / product)
+    with Engine.create(tmp_path / "served.index", _settings(tmp_path)) as engine:
+        engine.add([catalogue])
+    with (
+        Engine.open(tmp_path / "served.index") as engine,
+        TestClient(create_app(engine, ServerSettings(warm_up=False, allow_writes=True))) as client,
+    ):
+        assert client.get("/api/health").status_code == 200
+        with sample_queries[0].open("rb") as photo:
+            answer = client.post("/api/search?k=3", files={"file": ("q.jpg", photo, "image/jpeg")})
+        assert answer.status_code == 200, answer.text
+        hits = answer.json()["hits"]
+        assert len(hits) == 3 and {hit["category"] for hit in hits} <= {"Milk", "Juice"}
+        item_id = hits[0]["id"]
+        assert client.get(f"/api/items/{item_id}").json()["id"] == item_id
+        assert client.get(f"/api/items/{item_id}/similar?k=2").status_code == 200
+        removed = client.delete(f"/api/items/{item_id}")
+        assert removed.status_code == 200, removed.text
+        assert client.get(f"/api/items/{item_id}").status_code == 404
+
+
+def test_training_an_embedding_switches_the_collection_and_other_processes_follow(tmp_path: Path) -> None:
+    from lookalike.settings import HeadSettings
+
+    catalogue = tmp_path / "catalogue"
+    for product in ("Milk", "Juice", "Apple"):
+        shutil.copytree(SAMPLES / "catalog" / product, catalogue / product)
+    path = tmp_path / "tuned.index"
+    with Engine.create(path, _settings(tmp_path)) as engine:
+        engine.add([catalogue])
+        first = engine.items()[0]
+    with Engine.open(path) as reader, Engine.open(path) as writer:
+        before = reader.search(first.path, k=1)
+        writer.train_embedding(HeadSettings(kind="pca", dim=16))
+        assert writer.info()["dim"] == 16 and writer.info()["backend"]["collection"].endswith("_v1")
+        after = reader.search(first.path, k=1)  # the reader notices the switch and loads the new model
+        assert after.hits[0].id == first.id == before.hits[0].id
+        assert reader.info()["dim"] == 16 and len(reader) == len(writer)
+
+
+def test_check_reports_a_healthy_milvus_index(milvus_index: Path) -> None:
+    with Engine.open(milvus_index) as engine:
+        report = engine.check()
+        assert report.ok, report.problems
+        assert any("60 images" in note for note in report.notes)
+        assert any("Milvus collection" in note for note in report.notes)
