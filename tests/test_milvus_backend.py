@@ -199,3 +199,26 @@ def test_check_reports_a_healthy_milvus_index(milvus_index: Path) -> None:
         assert report.ok, report.problems
         assert any("60 images" in note for note in report.notes)
         assert any("Milvus collection" in note for note in report.notes)
+
+
+def test_cli_info_and_rebuild_on_milvus(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from lookalike.cli import app
+
+    catalogue = tmp_path / "catalogue"
+    shutil.copytree(SAMPLES / "catalog" / "Juice", catalogue / "Juice")
+    with Engine.create(tmp_path / "r.index", _settings(tmp_path)) as engine:
+        engine.add([catalogue])
+    runner = CliRunner()
+    info = runner.invoke(app, ["info", "--index", str(tmp_path / "r.index")])
+    assert info.exit_code == 0, info.output
+    rebuilt = runner.invoke(app, ["rebuild", "--index", str(tmp_path / "r.index"), "--kind", "hnsw"])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert "HNSW" in rebuilt.output and "as hnsw" in rebuilt.output
+    with Engine.open(tmp_path / "r.index") as engine:
+        assert engine.settings.index.kind == "hnsw"
+        item = engine.items()[0]
+        assert engine.search(item.path, k=1).hits[0].id == item.id
+    refused = runner.invoke(app, ["rebuild", "--index", str(tmp_path / "r.index"), "--kind", "ivfpq"])
+    assert refused.exit_code != 0 and "not offered on the milvus backend" in refused.output

@@ -388,7 +388,7 @@ def embedder_line(fingerprint: Any) -> str:
 
 def vector_index_line(kind: str, partitions: dict[str, dict[str, Any]]) -> str:
     """The vector index for `info`: its kind, and which partitions are approximate or still exact (and why)."""
-    approximate = sorted({p["faiss"] for p in partitions.values() if p["state"] == "approximate"})
+    approximate = sorted({p.get("faiss") or p["index"] for p in partitions.values() if p["state"] == "approximate"})
     exact = [p for p in partitions.values() if p["state"] != "approximate"]
     line = f"vector index: {kind}; {len(partitions) - len(exact)} approximate partition(s)"
     line += f" ({', '.join(approximate)})" if approximate else ""
@@ -635,12 +635,11 @@ def rebuild(
     with Engine.open(index_path, **lock_options(wait, timeout)) as engine:
         report = engine.rebuild(kind, **changes)
     console.print(f"rebuilt {report['vectors']} vectors as {report['kind']} in {report['seconds']:.1f} s")
-    table = Table("partition", "vectors", "state", "faiss", "tombstones")
+    table = Table("partition", "vectors", "state", "index", "tombstones")
     for key, facts in report["partitions"].items():
         state = facts["state"] + (f" ({facts['note']})" if "note" in facts else "")
-        table.add_row(
-            key or "(all)", str(facts["vectors"]), state, facts.get("faiss", "-"), str(facts.get("tombstones", "-"))
-        )
+        structure = facts.get("faiss") or facts.get("index", "-")  # a FAISS factory string, or Milvus's index type
+        table.add_row(key or "(all)", str(facts["vectors"]), state, structure, str(facts.get("tombstones", "-")))
     console.print(table)
 
 

@@ -374,15 +374,17 @@ class MilvusVectorStore:
         return dict(sorted(counts.items()))
 
     def describe(self) -> dict[str, Any]:
+        """One entry, like a FAISS partition's: the collection, its Milvus index type and state."""
         facts = self.space.call("describing the index", "describe_index", self.collection, "vector")
         return {
-            "backend": "milvus",
-            "uri": self.settings.uri,
-            "collection": self.collection,
-            "index_type": facts.get("index_type"),
-            "vectors": self.count(),
-            "state": "exact" if self.capabilities.exact else "approximate",
-            "consistency": self.settings.consistency,
+            self.collection: {
+                "kind": self.settings.kind,
+                "index": facts.get("index_type"),
+                "vectors": self.count(),
+                "state": "exact" if self.capabilities.exact else "approximate",
+                "uri": self.settings.uri,
+                "consistency": self.settings.consistency,
+            }
         }
 
     def flush(self) -> None:

@@ -94,8 +94,8 @@ class MilvusCatalog(Catalog):
         """Rebuild the Milvus index over the collection as `settings.kind` (searches wait here; other
         replicas' searches fail while the collection is released)."""
         self.check_kind(settings)
+        current = self.vectors()  # loading takes the lock itself
         with self._lock.writing():
-            current = self.vectors()
             rebuilt = MilvusVectorStore(self.space, current.collection, self.dim, settings=settings)
             rebuilt.build_index()
             self.settings, self._vectors = settings, rebuilt
