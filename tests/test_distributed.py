@@ -48,3 +48,25 @@ def test_ray_workers_index_like_one_process_and_resume(catalogue: Path, tmp_path
         reference = _vectors(single)
     for name, vector in distributed.items():
         np.testing.assert_allclose(vector, reference[name], atol=1e-4)
+
+
+def test_cli_indexes_a_parquet_manifest_on_two_workers(catalogue: Path, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from lookalike.cli import app
+
+    images = sorted(catalogue.rglob("*.jpg"))
+    manifest = tmp_path / "manifest.parquet"
+    rows = {"path": [str(p) for p in images], "category": [p.parent.name for p in images],
+            "item": [p.stem.rsplit("_", 1)[0] for p in images]}  # fmt: skip
+    pq.write_table(pa.table(rows), manifest)
+    index = tmp_path / "manifest.index"
+    result = CliRunner().invoke(app, ["index", str(manifest), "--index", str(index), "--workers", "2"])
+    assert result.exit_code == 3, result.output  # finished, one file failed (listed)
+    assert "broken.jpg" in result.output and f"added {len(images) - 1}" in result.output
+    with Engine.open(index) as engine:
+        items = engine.items()
+        assert len(items) == len(images) - 1
+        assert all(item.extra.get("item") == Path(item.path).stem.rsplit("_", 1)[0] for item in items)

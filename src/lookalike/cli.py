@@ -140,10 +140,22 @@ def _print_add_report(report: Any) -> None:
         )
 
 
+def _catalogue_sources(catalog: Path) -> list[Any]:
+    """A folder as it is, or a manifest's entries (path, category, item)."""
+    if catalog.is_file() and catalog.suffix in (".csv", ".parquet"):
+        from lookalike.io.catalog import read_manifest
+
+        return list(read_manifest(catalog))
+    return [catalog]
+
+
 @app.command()
 @friendly_errors
 def index(
-    catalog: Annotated[Path, typer.Argument(help="Folder of images; sub-folders are categories.")],
+    catalog: Annotated[
+        Path,
+        typer.Argument(help="Folder of images (sub-folders are categories), or a CSV / Parquet manifest."),
+    ],
     index_path: IndexOption,
     model: Annotated[
         str | None, typer.Option(help="Embedder name, e.g. efficientnet-lite0, efficientnet-lite2.")
@@ -203,7 +215,7 @@ def index(
     with engine:
         progress, update = _progress_bar("indexing")
         with progress:
-            report = engine.add([catalog], progress=update, workers=workers, ray_address=ray_address)
+            report = engine.add(_catalogue_sources(catalog), progress=update, workers=workers, ray_address=ray_address)
         _print_add_report(report)
     if report.failed:
         raise typer.Exit(3)  # finished, with failures (listed)

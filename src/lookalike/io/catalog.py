@@ -133,24 +133,48 @@ MANIFEST_COLUMNS = ("path", "item", "category", "split", "mask")
 
 
 def read_manifest(manifest: str | Path) -> list[CatalogEntry]:
-    """Read a CSV manifest: a header with `path` and any of item, category, split, mask.
+    """Read a CSV (or Parquet: `.parquet`, needs pyarrow) manifest: a header with `path` and any of
+    item, category, split, mask.
 
     Relative paths are taken relative to the manifest's folder.
     """
     manifest = Path(manifest)
+    if manifest.suffix == ".parquet":
+        return _read_parquet(manifest)
     base = manifest.parent
     with open(manifest, newline="") as handle:
         reader = csv.DictReader(handle)
         columns = reader.fieldnames or []
-        if "path" not in columns:
-            raise LookalikeError(
-                f"{manifest}: a manifest needs a 'path' column; found {columns}. "
-                f"Expected a CSV header with some of {list(MANIFEST_COLUMNS)}"
-            )
-        unknown = sorted(set(columns) - set(MANIFEST_COLUMNS))
-        if unknown:
-            raise LookalikeError(f"{manifest}: unknown column(s) {unknown}; expected some of {list(MANIFEST_COLUMNS)}")
+        _check_columns(manifest, columns)
         return [_entry(row, base) for row in reader]
+
+
+def _read_parquet(manifest: Path) -> list[CatalogEntry]:
+    try:
+        import pyarrow.parquet as parquet
+    except ImportError:
+        raise LookalikeError(f"{manifest}: reading a Parquet manifest needs pyarrow (pip install pyarrow)") from None
+    try:
+        table = parquet.read_table(manifest)
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError...: all mean an unreadable manifest
+        raise LookalikeError(f"{manifest}: not a readable Parquet file ({exc})") from None
+    _check_columns(manifest, table.column_names)
+    rows = table.to_pylist()
+    return [
+        _entry({key: "" if value is None else str(value) for key, value in row.items()}, manifest.parent)
+        for row in rows
+    ]
+
+
+def _check_columns(manifest: Path, columns: Sequence[str]) -> None:
+    if "path" not in columns:
+        raise LookalikeError(
+            f"{manifest}: a manifest needs a 'path' column; found {list(columns)}. "
+            f"Expected a header with some of {list(MANIFEST_COLUMNS)}"
+        )
+    unknown = sorted(set(columns) - set(MANIFEST_COLUMNS))
+    if unknown:
+        raise LookalikeError(f"{manifest}: unknown column(s) {unknown}; expected some of {list(MANIFEST_COLUMNS)}")
 
 
 def _entry(row: dict[str, str], base: Path) -> CatalogEntry:
