@@ -860,7 +860,7 @@ def _check_backend_creatable(settings: Settings, overwrite: bool) -> None:
         if overwrite:
             space.drop_all()
     finally:
-        space.client.close()
+        space.close()
 
 
 def _distinct_files(entries: list[CatalogEntry], report: AddReport) -> list[CatalogEntry]:

@@ -44,6 +44,8 @@ from lookalike.index.vectorstore import VECTOR_STORES, SearchPlan, StoreCapabili
 from lookalike.settings import IndexSettings
 
 TOKEN_VARIABLE = "LOOKALIKE_MILVUS_TOKEN"
+_LITE_USERS: dict[str, int] = {}  # open clients per Milvus Lite file in this process
+_LITE_LOCK = threading.Lock()
 UNCATEGORISED = ""  # a partition key cannot be null: images without a category are filed under ""
 BLOB_CHUNK = 45_000  # raw bytes per blob row: base64 stays under VARCHAR's 65,535 bytes
 QUERY_BATCH = 4_096
@@ -89,9 +91,35 @@ def connect(settings: IndexSettings) -> Any:
     if os.environ.get(TOKEN_VARIABLE):
         options["token"] = os.environ[TOKEN_VARIABLE]
     try:
-        return MilvusClient(**options)
+        client = MilvusClient(**options)
     except Exception as exc:
+        if is_lite(settings.uri):
+            raise MilvusError(
+                f"cannot open the Milvus Lite file {settings.uri} ({exc}): a Lite file serves one process at a "
+                "time; is another process (`lookalike serve`?) using it? Several processes need a Milvus server"
+            ) from None
         raise MilvusError(f"cannot connect to Milvus at {settings.uri}: {exc}") from None
+    if is_lite(settings.uri):
+        with _LITE_LOCK:
+            _LITE_USERS[settings.uri] = _LITE_USERS.get(settings.uri, 0) + 1
+    return client
+
+
+def disconnect(client: Any, uri: str) -> None:
+    """Close a client; the last one of a Milvus Lite file in this process also stops its server, which
+    frees the file for other processes (Lite serves one process at a time)."""
+    client.close()
+    if not is_lite(uri):
+        return
+    with _LITE_LOCK:
+        _LITE_USERS[uri] = _LITE_USERS.get(uri, 1) - 1
+        last = _LITE_USERS[uri] <= 0
+        if last:
+            del _LITE_USERS[uri]
+    if last:
+        from milvus_lite.server_manager import server_manager_instance
+
+        server_manager_instance.release_server(uri)
 
 
 def collection_name(folder: Path) -> str:
@@ -136,11 +164,14 @@ class MilvusSpace:
         self.consistency = settings.consistency
         if create:
             self._create_side_collections()
-        elif create is False and not self.client.has_collection(self.meta_name):
-            raise MilvusError(
-                f"no lookalike index {self.name!r} at {settings.uri} (no collection {self.meta_name}); "
-                "create it with `lookalike index CATALOG --index PATH --backend milvus --uri URI`"
-            )
+        elif create is False:
+            if not self.client.has_collection(self.meta_name):
+                raise MilvusError(
+                    f"no lookalike index {self.name!r} at {settings.uri} (no collection {self.meta_name}); "
+                    "create it with `lookalike index CATALOG --index PATH --backend milvus --uri URI`"
+                )
+            self.load(self.meta_name)
+            self.load(self.blobs_name)
 
     @property
     def meta_name(self) -> str:
@@ -159,6 +190,15 @@ class MilvusSpace:
             raise
         except Exception as exc:
             raise MilvusError(f"Milvus at {self.settings.uri} failed {what}: {exc}") from None
+
+    def close(self) -> None:
+        with self.lock:
+            disconnect(self.client, self.settings.uri or "")
+
+    def load(self, collection: str) -> None:
+        """Load a collection for queries (a restarted server, or Milvus Lite opened by a new process,
+        holds collections released; loading a loaded one does nothing)."""
+        self.call(f"loading {collection}", "load_collection", collection)
 
     def exists(self) -> bool:
         return bool(self.call("listing collections", "has_collection", self.meta_name))
@@ -236,6 +276,8 @@ class MilvusVectorStore:
             self._create()
         elif not space.call("listing collections", "has_collection", collection):
             raise MilvusError(f"{space.settings.uri}: collection {collection!r} is missing; rebuild the index")
+        else:
+            space.load(collection)
 
     @property
     def capabilities(self) -> StoreCapabilities:
@@ -393,8 +435,7 @@ class MilvusVectorStore:
     def close(self) -> None:
         """Close the client when this store opened it (a catalogue closes its own)."""
         if self.owns_client:
-            with self.space.lock:
-                self.space.client.close()
+            self.space.close()
 
 
 class MilvusItemStore:
@@ -405,10 +446,11 @@ class MilvusItemStore:
         self.path = f"{space.settings.uri}#{space.name}"
         self._counts: tuple[int, dict[str | None, int]] | None = None
         self.collection = self.current_collection()
+        if space.call("listing collections", "has_collection", self.collection):
+            space.load(self.collection)  # metadata reads (paths, items) query it before any search
 
     def close(self) -> None:
-        with self.space.lock:
-            self.space.client.close()
+        self.space.close()
 
     def current_collection(self) -> str:
         """The vectors collection in use now (training an embedding writes a new one, then switches);
