@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from lookalike.rerank import Reranker
 
 COMMIT_EVERY = 32  # images per transaction while indexing
+NO_CATEGORY = "(no category)"  # `info`'s name for images of older indexes stored without one
 MAX_ID = 2**63 - 1  # SQLite's largest integer: larger ids cannot name an image
 
 ProgressCallback = Callable[[int, int], None]  # (images done, images in all)
@@ -319,7 +320,7 @@ class Engine:
         return {
             "path": str(self.path),
             "images": self.store.count(),
-            "categories": {str(k): v for k, v in self.store.category_counts().items()},
+            "categories": {NO_CATEGORY if k is None else k: v for k, v in self.store.category_counts().items()},
             "partitions": partitions,
             "vector_index": described,
             "dim": self._dim,
@@ -328,6 +329,7 @@ class Engine:
             "classifier": self._category_classifier().status(self.store),
             "generation": self.store.generation,
             "size_bytes": _folder_size(self.path),
+            "changed_at": self.store.get_meta("changed_at") or _modified_at(self.path / DATABASE_FILE),
             "settings": self.settings.to_dict(),
         }
 
@@ -774,6 +776,11 @@ def _item_extra(entry: CatalogEntry) -> dict[str, Any]:
 
 def _rerank_position(hit: Hit, rank: int) -> Hit:
     return Hit(rank, hit.id, hit.path, hit.score, hit.category, hit.scores, hit.extra)
+
+
+def _modified_at(path: Path) -> str | None:
+    """A file's modification time as local "YYYY-MM-DD HH:MM:SS" (indexes older than their `changed_at`)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(path.stat().st_mtime)) if path.exists() else None
 
 
 def _folder_size(path: Path) -> int:
