@@ -567,6 +567,12 @@ def train_embedding(
     settings_file: Annotated[Path | None, typer.Option("--settings", help="Settings JSON (its head section).")] = None,
     assign: Annotated[list[str] | None, typer.Option("--set", help="Any head setting: head.sos_weight=0.5")] = None,
     remove: Annotated[bool, typer.Option("--remove", help="Drop the learned transform: back to raw vectors.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Install the new embedding even when it does not beat the current one on held-out products."
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
     wait: WaitOption = True,
     timeout: TimeoutOption = None,
@@ -574,9 +580,10 @@ def train_embedding(
     """Learn the catalogue's own notion of "the same product" and re-embed the index (opt-in).
 
     Needs product ids (except --kind pca): by default an image's category, i.e. its sub-folder;
-    --label item or --items CSV for finer ones. Some products are held out: the validation curve,
-    early stopping and the before/after figures come from products the transform never saw.
-    Queries are then embedded with the same transform. Undo with --remove.
+    --label item or --items CSV (columns path,item) for finer ones. Some products are held out: the
+    validation curve, early stopping and the before/after figures come from products the transform
+    never saw. The new embedding is installed only when it beats the current one on those products
+    (--force: always); queries then get it. Undo with --remove.
     """
     from lookalike.io.catalog import read_manifest
     from lookalike.pipeline import Engine
@@ -598,7 +605,9 @@ def train_embedding(
             update(done, total, name)
 
         with bar:
-            report = engine.train_embedding(head, items=products, progress=_epoch_printer(), on_stage=stage)
+            report = engine.train_embedding(
+                head, items=products, progress=_epoch_printer(), on_stage=stage, force=force
+            )
     if as_json:
         sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
         return
@@ -614,24 +623,44 @@ def _epoch_printer() -> Callable[[int, int, dict[str, Any]], None]:
 
 
 def _print_embedding_report(report: Any) -> None:
+    for warning in report.warnings:
+        errors.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     if report.before is not None:
         title = (
             f"held-out products ({report.n_validation_images} images of {report.n_validation_products} products "
-            "the transform never saw; each image queries the others)"
+            "the new embedding never saw; each image queries the others)"
         )
-        table = Table("metric", "before", "after", title=title, title_justify="left")
+        in_use = report.current is not None and report.current != report.before
+        columns = ["metric", "pretrained", *(["in use"] if in_use else []), f"new ({report.kind})"]
+        table = Table(*columns, title=title, title_justify="left")
         for metric, value in report.before.items():
-            table.add_row(metric, f"{value:.4f}", f"{report.after[metric]:.4f}")
+            cells = [f"{value:.4f}", *([f"{report.current[metric]:.4f}"] if in_use else [])]
+            table.add_row(metric, *cells, f"{report.after[metric]:.4f}")
         console.print(table)
     else:
         errors.print("no products held out (too few): no before/after figures; pass --set head.validation_fraction")
-    best = f", best epoch {report.best_epoch}" if report.best_epoch is not None else ""
     refit = ", then again on every product" if report.refit else ""
     console.print(
-        f"trained a {report.kind} transform ({report.dim}-d, fingerprint {report.fingerprint}) on "
-        f"{report.n_train_images} images of {report.n_train_products} products{best}{refit}; "
-        f"re-embedded {report.n_images} images in {report.seconds:.1f} s"
+        f"trained a {report.kind} embedding ({report.dim}-d, fingerprint {report.fingerprint}) on "
+        f"{report.n_train_images} images of {report.n_train_products} products{refit}",
+        highlight=False,
     )
+    if report.best_epoch is not None:
+        console.print(best_epoch_line(report.best_epoch), highlight=False)
+    colour = "green" if report.kept else "yellow"
+    console.print(f"[bold {colour}]{report.verdict}[/]", highlight=False, soft_wrap=True)
+    if report.kept:
+        console.print(f"re-embedded {report.n_images} images in {report.seconds:.1f} s", highlight=False)
+
+
+def best_epoch_line(epoch: int) -> str:
+    """The epoch the validation curve chose, in words: epoch 0 is the starting point, untrained."""
+    if epoch == 0:
+        return (
+            "best epoch 0 = the untrained starting point scored best on the held-out products: "
+            "training did not help them (more or finer product ids, or other settings, may)"
+        )
+    return f"best epoch {epoch} (of the validation curve on the held-out products)"
 
 
 @command()
