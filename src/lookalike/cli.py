@@ -632,11 +632,16 @@ def _print_embedding_report(report: Any) -> None:
         )
         in_use = report.current is not None and report.current != report.before
         columns = ["metric", "pretrained", *(["in use"] if in_use else []), f"new ({report.kind})"]
-        table = Table(*columns, title=title, title_justify="left")
-        for metric, value in report.before.items():
-            cells = [f"{value:.4f}", *([f"{report.current[metric]:.4f}"] if in_use else [])]
-            table.add_row(metric, *cells, f"{report.after[metric]:.4f}")
-        console.print(table)
+        rows = [
+            [
+                metric,
+                f"{value:.4f}",
+                *([f"{report.current[metric]:.4f}"] if in_use else []),
+                f"{report.after[metric]:.4f}",
+            ]
+            for metric, value in report.before.items()
+        ]
+        console.print(_rows_table(title, columns, rows))
     else:
         errors.print("no products held out (too few): no before/after figures; pass --set head.validation_fraction")
     refit = ", then again on every product" if report.refit else ""
