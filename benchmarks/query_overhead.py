@@ -42,7 +42,7 @@ def main() -> None:
     queries = sorted((samples / "queries").iterdir())
     with tempfile.TemporaryDirectory() as scratch, Engine.create(Path(scratch) / "q.index", Settings()) as engine:
         engine.add([samples / "catalog"])
-        engine.train_embedding(HeadSettings(kind=args.kind, dim=256, max_epochs=5))
+        engine.train_embedding(HeadSettings(kind=args.kind, dim=256, max_epochs=5), force=True)
         for query in queries[:5]:  # warm-up: models and the vector index load here
             engine.search(query, k=5)
         totals: list[float] = []

@@ -2,17 +2,20 @@
 
 Uses Debian's Chromium (`apt-get install chromium`) through Playwright for Python's driver; the
 browser Playwright would download is never used. Skipped, with the reason, when either is missing.
-Leaves screenshots in test-artifacts/.
+Checks the page's three states (before any search, after a file that is not an image, with results)
+and leaves their screenshots in test-artifacts/: page-empty.png, page-error.png, page-results.png,
+and browse.png (the catalogue tab).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -33,22 +36,48 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 QUERY = "Bravo-Apple-Juice_012.jpg"
+# the images on show that failed to load, or have nothing to load (a broken-image icon): ids or sources
+SHOWN_IMAGES_BROKEN = """[...document.images]
+  .filter((img) => img.checkVisibility() && img.complete && img.naturalWidth === 0)
+  .map((img) => img.id || img.getAttribute('src') || '(no src)')"""
 
 
-def chromium_path() -> str | None:
+SYSTEM_CHROMIUM = "/usr/bin/chromium"
+NO_CHROMIUM = "no Chromium found (apt-get install chromium, or set LOOKALIKE_CHROMIUM=/path/to/chromium)"
+
+
+def chromium_path(env: Mapping[str, str] = os.environ, system: str = SYSTEM_CHROMIUM) -> str | None:
     """$LOOKALIKE_CHROMIUM, else Debian's /usr/bin/chromium, else `chromium` on the PATH."""
-    candidates = [os.environ.get("LOOKALIKE_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")]
+    candidates = [env.get("LOOKALIKE_CHROMIUM"), system, shutil.which("chromium", path=env.get("PATH"))]
     return next((c for c in candidates if c and Path(c).is_file()), None)
+
+
+def skip_reason(env: Mapping[str, str] = os.environ, system: str = SYSTEM_CHROMIUM) -> str | None:
+    """Why the browser test cannot run here (None: it can): what is missing, and how to get it."""
+    for module, reason in (
+        ("playwright.sync_api", "Playwright for Python is not installed: pip install playwright"),
+        ("uvicorn", "the server extra is not installed: pip install 'lookalike[server]'"),
+    ):
+        if importlib.util.find_spec(module.split(".")[0]) is None:
+            return reason
+    return None if chromium_path(env, system) else NO_CHROMIUM
+
+
+def test_the_skip_says_what_is_missing(tmp_path: Path) -> None:
+    nowhere = {"PATH": str(tmp_path)}
+    assert skip_reason(nowhere, system=str(tmp_path / "none")) == NO_CHROMIUM
+    browser = tmp_path / "chromium"
+    browser.write_text("#!/bin/sh\n")
+    assert chromium_path({**nowhere, "LOOKALIKE_CHROMIUM": str(browser)}, system=str(tmp_path / "none")) == str(browser)
+    assert chromium_path(nowhere, system=str(browser)) == str(browser)
 
 
 @pytest.fixture(scope="module")
 def browser_path() -> str:
-    pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed: pip install playwright")
-    pytest.importorskip("uvicorn", reason="the server extra is not installed: pip install 'lookalike[server]'")
-    path = chromium_path()
-    if path is None:
-        pytest.skip("no Chromium found (apt-get install chromium, or set LOOKALIKE_CHROMIUM=/path/to/chromium)")
-    return path
+    reason = skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    return str(chromium_path())
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +133,33 @@ def test_search_by_dropping_in_a_photo(browser_path: str, server_url: str, sampl
             page.goto(server_url)
             page.wait_for_function("document.getElementById('index-status').textContent.includes('30 images')")
 
+            # before any search: the drop zone only; no query photo, no empty Timings or Results headings
+            for hidden in ("#query-panel", "#query-photo", "#timings", "#results-header", "#error"):
+                assert page.locator(hidden).is_hidden(), f"{hidden} shows before any search"
+            assert (
+                not page.get_by_text("Timings", exact=True).is_visible() and page.locator(".result-card").count() == 0
+            )
+            assert page.evaluate(SHOWN_IMAGES_BROKEN) == [], "broken images on the empty page"
+            assert page.locator("#drop-zone").is_visible()
+            page.screenshot(path=str(ARTIFACTS / "page-empty.png"), full_page=True)
+
+            # a file that is not an image: one clear message, no query panel, no broken image
+            expected_failure = len(problems)
+            notes = {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"these are not pixels"}
+            page.set_input_files("#photo", files=[notes])
+            page.wait_for_selector("#error", state="visible", timeout=60_000)
+            assert "not an image" in page.locator("#error").text_content()
+            assert page.locator("#query-panel").is_hidden() and page.locator("#results-header").is_hidden()
+            assert page.evaluate(SHOWN_IMAGES_BROKEN) == [], "broken images after a failed search"
+            page.screenshot(path=str(ARTIFACTS / "page-error.png"), full_page=True)
+            # the browser logs the refused request (422) as a console error: expected here, and only that
+            logged = problems[expected_failure:]
+            assert all("422" in line for line in logged), logged
+            del problems[expected_failure:]
+
             page.set_input_files("#photo", str(samples / "queries" / QUERY))
             page.wait_for_selector(".result-card", timeout=60_000)
+            assert page.locator("#error").is_hidden()  # the last failure's message is gone
             names = page.locator(".result-card .name").all_text_contents()
             assert product_of(QUERY) in [product_of(name) for name in names[:3]], names
             assert page.locator("#query-cutout").is_visible() and page.locator("#query-mask").is_visible()
@@ -114,7 +168,17 @@ def test_search_by_dropping_in_a_photo(browser_path: str, server_url: str, sampl
             assert "iou" in page.locator(".result-card .breakdown").first.text_content()
             assert page.locator("#timings tr").count() >= 4
             assert page.locator("#predicted-category").text_content() == "Juice"
-            page.screenshot(path=str(ARTIFACTS / "search.png"), full_page=True)
+            page.wait_for_function("[...document.images].filter((i) => i.checkVisibility()).every((i) => i.complete)")
+            assert page.locator("#query-photo").is_visible() and page.evaluate(SHOWN_IMAGES_BROKEN) == []
+            page.screenshot(path=str(ARTIFACTS / "page-results.png"), full_page=True)
+
+            # a failure after results: the old results go, never shown beside the new (broken) photo
+            expected_failure = len(problems)
+            page.set_input_files("#photo", files=[notes])
+            page.wait_for_selector("#error", state="visible", timeout=60_000)
+            assert page.locator("#query-panel").is_hidden() and page.locator(".result-card").count() == 0
+            assert all("422" in line for line in problems[expected_failure:]), problems[expected_failure:]
+            del problems[expected_failure:]
 
             page.click("button[data-tab=browse]")
             page.wait_for_selector("#catalog .card")

@@ -67,7 +67,7 @@ def test_a_reader_follows_removals_and_a_new_embedding(built_index: Path, tmp_pa
         top = reader.search(query, k=1)[0]
         writer.remove([top.id])
         assert top.id not in [hit.id for hit in reader.search(query, k=10)]
-        writer.train_embedding(HeadSettings(kind="pca", dim=32))
+        writer.train_embedding(HeadSettings(kind="pca", dim=32), force=True)
         assert reader.search(query, k=3)[0].scores["vector"] > 0  # the reader took in the new embedding
         assert reader.featurizer.dim == 32 and reader.info()["dim"] == 32
 

@@ -126,7 +126,8 @@ def test_engine_fine_tunes_and_queries_use_it(built_index: Path, tmp_path: Path,
         before_vector = engine.store.vectors_of([1], 1280)[1].copy()
         before_top1 = _top1(engine, sample_queries)
         epochs: list[int] = []
-        report = engine.train_embedding(FAST, items=products_by_path(engine), progress=lambda e, n, v: epochs.append(e))
+        items = products_by_path(engine)
+        report = engine.train_embedding(FAST, items=items, progress=lambda e, n, v: epochs.append(e), force=True)
         assert report.kind == "finetune" and report.n_images == 60 and report.dim == 1280
         assert epochs == [1, 2, 3, 4, 5, 6]
         assert report.n_validation_products >= 2 and report.before is not None and report.after is not None
@@ -149,7 +150,7 @@ def test_another_indexs_backbone_is_refused(built_index: Path, tmp_path: Path, s
     for path, seed in ((first, 0), (second, 1)):
         with Engine.open(path) as engine:
             quick = replace(FAST, finetune_epochs=1, finetune_stages=1, validation_fraction=0.0, seed=seed)
-            engine.train_embedding(quick, items=products_by_path(engine))
+            engine.train_embedding(quick, items=products_by_path(engine), force=True)
     shutil.rmtree(first / TUNING_DIR)
     shutil.copytree(second / TUNING_DIR, first / TUNING_DIR)
     with Engine.open(first) as engine, pytest.raises(IndexMismatchError, match="made with the fine-tuned backbone"):
@@ -174,7 +175,7 @@ def test_cli_fine_tunes(built_index: Path, tmp_path: Path, samples: Path) -> Non
     path = copy_index(built_index, tmp_path)
     args = ["train-embedding", "--index", str(path), "--kind", "finetune", "--items", str(samples / "manifest.csv")]
     quick = ["--epochs", "1", "--set", "head.validation_fraction=0.3", "--set", "head.finetune_stages=1"]
-    result = CliRunner().invoke(app, [*args, *quick, "--json"], env={"LOOKALIKE_PROGRESS_INTERVAL": "0"})
+    result = CliRunner().invoke(app, [*args, *quick, "--json", "--force"], env={"LOOKALIKE_PROGRESS_INTERVAL": "0"})
     assert result.exit_code == 0, result.output
     # stderr is not a terminal here: the long image passes are logged as lines
     assert "frozen feature maps: 60/60 (100%)" in result.stderr and "re-embedding: 60/60 (100%)" in result.stderr

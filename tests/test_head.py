@@ -161,7 +161,7 @@ def test_engine_trains_a_head_and_queries_use_it(built_index: Path, tmp_path: Pa
         raw_before = engine.store.vectors_of([1], 1280)[1].copy()
         epochs: list[int] = []
         items = products_by_path(engine)
-        report = engine.train_embedding(settings, items=items, progress=lambda e, n, v: epochs.append(e))
+        report = engine.train_embedding(settings, items=items, progress=lambda e, n, v: epochs.append(e), force=True)
         assert report.dim == 32 and report.n_images == 60 and epochs[0] == 1 and report.refit
         assert report.n_validation_products >= 2 and set(report.before) == {"map", "recall@1", "recall@5", "recall@10"}
         assert engine.info()["dim"] == 32 and engine.info()["head"]["fingerprint"] == report.fingerprint
@@ -182,7 +182,7 @@ def test_vectors_of_another_head_are_refused(built_index: Path, tmp_path: Path, 
     first, second = copy_index(built_index, tmp_path, "a.index"), copy_index(built_index, tmp_path, "b.index")
     for path, seed in ((first, 0), (second, 1)):
         with Engine.open(path) as engine:
-            engine.train_embedding(HeadSettings(kind="pca", dim=16, seed=seed, shrinkage=0.1 + seed / 10))
+            engine.train_embedding(HeadSettings(kind="pca", dim=16, seed=seed, shrinkage=0.1 + seed / 10), force=True)
     shutil.rmtree(first / HEAD_DIR)
     shutil.copytree(second / HEAD_DIR, first / HEAD_DIR)
     with Engine.open(first) as engine, pytest.raises(IndexMismatchError, match="made with the embedding head pca:"):
@@ -197,9 +197,68 @@ def test_cli_train_embedding(built_index: Path, tmp_path: Path, samples: Path) -
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["kind"] == "supervised" and report["after"]["map"] > 0
-    table = CliRunner().invoke(app, ["train-embedding", "--index", str(path), "--kind", "pca", "--dim", "16"])
-    assert table.exit_code == 0 and "trained a pca transform" in table.output, table.output
+    pca = ["train-embedding", "--index", str(path), "--kind", "pca", "--dim", "16", "--force"]
+    table = CliRunner().invoke(app, pca)
+    assert table.exit_code == 0 and "trained a pca embedding" in table.output, table.output
+    assert "installed unchecked (--force)" in table.output
     removed = CliRunner().invoke(app, ["train-embedding", "--index", str(path), "--remove"])
     assert removed.exit_code == 0 and "removed the learned transform" in removed.output
     bad = CliRunner().invoke(app, ["train-embedding", "--index", str(path), "--kind", "linear", "--label", "item"])
     assert bad.exit_code == 2 and "needs 2+ products with 2+ images" in bad.output
+
+
+# -- kept only when it helps
+
+
+def test_an_embedding_is_installed_only_when_it_beats_the_one_in_use(built_index: Path, tmp_path: Path) -> None:
+    path = copy_index(built_index, tmp_path)
+    worse = HeadSettings(kind="pca", dim=2, validation_fraction=0.3)  # 2-d vectors cannot tell 20 products apart
+    with Engine.open(path) as engine:
+        items = products_by_path(engine)
+        report = engine.train_embedding(worse, items=items)
+        assert report.after["map"] < report.current["map"] and report.current == report.before
+        assert not report.kept and report.verdict.startswith("not installed") and "--force" in report.verdict
+        assert not (path / HEAD_DIR).exists() and engine.info()["dim"] == 1280 and engine.info()["head"] is None
+        forced = engine.train_embedding(worse, items=items, force=True)
+        assert forced.kept and "installed (--force)" in forced.verdict and engine.info()["dim"] == 2
+        # now the 2-d embedding is the one in use: a 16-d one beats it, and replaces it
+        better = engine.train_embedding(HeadSettings(kind="supervised", dim=16, validation_fraction=0.3), items=items)
+        assert better.current["map"] < better.before["map"] and better.after["map"] > better.current["map"]
+        assert better.kept and better.verdict.startswith("installed: it beats the current learned embedding")
+        assert engine.info()["dim"] == 16 and better.n_labelled_images == 60
+
+
+def test_product_ids_naming_few_images_are_warned_about(built_index: Path, tmp_path: Path) -> None:
+    path = copy_index(built_index, tmp_path)
+    with Engine.open(path) as engine:
+        items = dict(sorted(products_by_path(engine).items())[:15])
+        items["/nowhere/else.jpg"] = "ghost"
+        report = engine.train_embedding(HeadSettings(kind="supervised", dim=8, validation_fraction=0.0), items=items)
+    assert report.n_labelled_images == 15
+    assert "name 15 of the 60 indexed images (25%)" in report.warnings[0]
+    assert "1 of the 16 images the product ids name are not in the index" in report.warnings[1]
+    assert not report.kept and "no products could be held out" in report.verdict
+
+
+def test_cli_says_what_was_kept_and_why(built_index: Path, tmp_path: Path, samples: Path) -> None:
+    from lookalike.cli import best_epoch_line
+
+    path = copy_index(built_index, tmp_path)
+    args = [
+        "train-embedding",
+        "--index",
+        str(path),
+        "--kind",
+        "pca",
+        "--dim",
+        "2",
+        "--items",
+        str(samples / "manifest.csv"),
+    ]
+    result = CliRunner().invoke(app, [*args, "--set", "head.validation_fraction=0.3"])
+    assert result.exit_code == 0, result.output
+    assert "not installed: it does not beat the pretrained vectors" in result.output
+    assert "held-out mAP" in result.output and "pretrained" in result.output and "re-embedded" not in result.output
+    assert "30 of the 90 images the product ids name are not in the index" in result.stderr
+    assert not (path / HEAD_DIR).exists()
+    assert "untrained starting point" in best_epoch_line(0) and "best epoch 3" in best_epoch_line(3)

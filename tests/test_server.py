@@ -384,3 +384,26 @@ def test_importing_the_server_package_stays_light() -> None:
         "assert not {'fastapi', 'starlette', 'torch'} & set(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_search_options_as_form_fields_or_in_the_query_string(client: TestClient, samples: Path) -> None:
+    files = upload(samples / "queries" / QUERY)
+    as_field = client.post("/api/search", files=files, data={"k": "3", "category": "Juice", "rerank": "false"})
+    assert as_field.status_code == 200, as_field.text
+    answer = as_field.json()
+    assert answer["k"] == 3 and len(answer["hits"]) == 3 and answer["searched_categories"] == ["Juice"]
+    both = client.post("/api/search?k=3", files=files, data={"k": "3"})
+    assert both.status_code == 200 and len(both.json()["hits"]) == 3
+    assert_error(client.post("/api/search?k=5", files=files, data={"k": "3"}), 422, "invalid_request", "k sent twice")
+    assert_error(client.post("/api/search", files=files, data={"k": "0"}), 422, "invalid_request", "form field 'k'")
+    typo = client.post("/api/search", files=files, data={"topk": "3"})
+    assert_error(typo, 422, "invalid_request", "'topk'", "expected file, k")
+
+
+def test_openapi_documents_the_search_options_in_both_places(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    operation = spec["paths"]["/api/search"]["post"]
+    in_query = {p["name"] for p in operation["parameters"] if p["in"] == "query"}
+    assert {"k", "category", "rerank", "gating"} <= in_query
+    ref = operation["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    assert {"file", "k", "category", "rerank", "gating"} <= set(spec["components"]["schemas"][ref]["properties"])

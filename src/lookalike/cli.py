@@ -18,11 +18,34 @@ from lookalike.errors import LookalikeError, SettingsError
 from lookalike.samples import sample_dir
 from lookalike.settings import Settings
 
+
+def _untyped_flags(command: Any, ctx: Any) -> None:
+    """Typer labels every option with its type in the help, flags and --help included (`--json
+    <bool>`); a flag takes no value, so its label is left empty."""
+    for param in command.get_params(ctx):
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+
+
+class _Command(typer.core.TyperCommand):
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        _untyped_flags(self, ctx)
+        super().format_help(ctx, formatter)
+
+
+class _Group(typer.core.TyperGroup):
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        _untyped_flags(self, ctx)
+        super().format_help(ctx, formatter)
+
+
 app = typer.Typer(
     help="Domain-specific image similarity search: index a catalogue of product photos, search it with a photo.",
     no_args_is_help=True,
     add_completion=False,
+    cls=_Group,
 )
+command = functools.partial(app.command, cls=_Command)
 console = Console()
 errors = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -149,7 +172,7 @@ def _catalogue_sources(catalog: Path) -> list[Any]:
     return [catalog]
 
 
-@app.command()
+@command()
 @friendly_errors
 def index(
     catalog: Annotated[
@@ -221,7 +244,7 @@ def index(
         raise typer.Exit(3)  # finished, with failures (listed)
 
 
-@app.command()
+@command()
 @friendly_errors
 def search(
     query: Annotated[Path, typer.Argument(help="The query photo.")],
@@ -287,12 +310,15 @@ def timings_line(timings: dict[str, float]) -> str:
     return "timings: " + ", ".join(f"{stage} {seconds * 1000:.1f} ms" for stage, seconds in timings.items())
 
 
-@app.command()
+@command()
 @friendly_errors
 def add(
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
     index_path: IndexOption,
-    category: Annotated[str | None, typer.Option(help="Category of these images (folders: sub-folder names).")] = None,
+    category: Annotated[
+        str | None,
+        typer.Option(help="Category of these images (default: a folder's sub-folder names, else 'uncategorised')."),
+    ] = None,
     wait: WaitOption = True,
     timeout: TimeoutOption = None,
 ) -> None:
@@ -313,7 +339,7 @@ def add(
         raise typer.Exit(3)  # finished, with failures (listed)
 
 
-@app.command()
+@command()
 @friendly_errors
 def remove(
     keys: Annotated[list[str], typer.Argument(help="Ids or paths of indexed images.")],
@@ -332,10 +358,20 @@ def remove(
         raise typer.Exit(1)
 
 
-@app.command()
+@command()
 @friendly_errors
-def info(index_path: IndexOption, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Models, settings and counts per category of an index."""
+def info(
+    index_path: IndexOption,
+    show_settings: Annotated[
+        bool, typer.Option("--settings", help="Also print every setting the index was made with (JSON).")
+    ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Everything, machine-readable: counts, models, partitions, settings (JSON)."),
+    ] = False,
+) -> None:
+    """A short summary of an index: model, tuning, localisation, index kind, counts per category,
+    size on disk, last change. --settings adds every setting; --json gives it all as JSON."""
     from lookalike.pipeline import Engine
 
     with Engine.open(index_path) as engine:
@@ -343,23 +379,74 @@ def info(index_path: IndexOption, as_json: Annotated[bool, typer.Option("--json"
     if as_json:
         sys.stdout.write(json.dumps(facts, indent=2) + "\n")
         return
-    console.print(
-        f"[bold]{facts['path']}[/]: {facts['images']} images, {facts['dim']}-d vectors, "
-        f"{facts['size_bytes'] / 1e6:.1f} MB on disk"
-    )
-    console.print(embedder_line(facts["embedder"]), highlight=False)
-    if facts.get("vector_index"):
-        console.print(vector_index_line(facts["settings"]["index"]["kind"], facts["vector_index"]), highlight=False)
-    if "classifier" in facts:
-        console.print(classifier_line(facts["classifier"]), highlight=False)
+    for name, value in info_lines(facts):
+        console.print(f"[bold]{name + ':':<14}[/]{value}", highlight=False, soft_wrap=True)
+    console.print(categories_table(facts["categories"]))
+    if show_settings:
+        console.print(embedder_line(facts["embedder"]), highlight=False, soft_wrap=True)
+        console.print_json(json.dumps(facts["settings"]))
+    else:
+        console.print(f"every setting: lookalike info --index {index_path} --settings (or --json)", highlight=False)
+
+
+def categories_table(counts: dict[str, int], most: int = 15) -> Table:
+    """Images per category, the largest first; past `most` rows, one row counts the rest."""
     table = Table("category", "images")
-    for name, count in facts["categories"].items():
+    ranked = sorted(counts.items(), key=lambda pair: (-pair[1], pair[0]))
+    for name, count in ranked[:most]:
         table.add_row(name, str(count))
-    console.print(table)
-    console.print_json(json.dumps(facts["settings"]))
+    if len(ranked) > most:
+        rest = ranked[most:]
+        table.add_row(f"... {len(rest)} more (--json lists them)", str(sum(count for _, count in rest)))
+    return table
 
 
-@app.command()
+def info_lines(facts: dict[str, Any]) -> list[tuple[str, str]]:
+    """`info`'s summary, one (name, value) per line."""
+    settings = facts["settings"]
+    embed, localize = settings["embed"], settings["localize"]
+    count = len(facts["categories"])
+    lines = [
+        ("index", f"{facts['path']}: {facts['images']} images in {count} categor{'y' if count == 1 else 'ies'}"),
+        ("size on disk", f"{facts['size_bytes'] / 1e6:.1f} MB"),
+        ("last change", facts.get("changed_at") or "unknown"),
+        (
+            "model",
+            f"{embed['model']}, {embed['input_size']} px, {'grey' if embed['grayscale'] else 'colour'}, "
+            f"{facts['dim']}-d vectors",
+        ),
+        ("tuning", tuning_line(facts.get("embedder"), facts.get("head"))),
+        (
+            "localisation",
+            f"on ({localize['model']}, {localize['features']} features)"
+            if localize["enabled"]
+            else "off (whole photos; --localize when building the index to cut the product out)",
+        ),
+        ("re-ranking", ", ".join(settings["rerank"]["chain"]) or "none"),
+    ]
+    if facts.get("vector_index"):
+        lines.append(("vector index", vector_index_line(settings["index"]["kind"], facts["vector_index"])))
+    else:
+        lines.append(("vector index", settings["index"]["kind"]))
+    if "classifier" in facts:
+        lines.append(("classifier", classifier_line(facts["classifier"])))
+    return lines
+
+
+def tuning_line(fingerprint: Any, head: dict[str, Any] | None) -> str:
+    """What was learned on top of the pretrained backbone, and its held-out figures."""
+    if not isinstance(fingerprint, dict) or not (fingerprint.get("tuning") or fingerprint.get("transform")):
+        return "none: pretrained vectors (`lookalike train-embedding` learns your products)"
+    kind = (head or {}).get("kind") or ("finetune" if fingerprint.get("tuning") else fingerprint["transform"]["kind"])
+    line = f"{kind}"
+    if head and head.get("trained_at"):
+        line += f", trained {head['trained_at']}"
+    if head and head.get("before") and head.get("after"):
+        line += f"; held-out mAP {head['before']['map']:.4f} -> {head['after']['map']:.4f}"
+    return line
+
+
+@command()
 @friendly_errors
 def check(
     index_path: IndexOption,
@@ -371,8 +458,9 @@ def check(
     wait: WaitOption = True,
     timeout: TimeoutOption = None,
 ) -> None:
-    """Check an index: database integrity, vector snapshot, models, image files. Exit 0 when whole,
-    1 when problems remain. Without --repair it only reads."""
+    """Check an index: database integrity, vector snapshot, models, image files.
+
+    Exit 0 when whole, 1 when problems remain. Without --repair it only reads."""
     from lookalike.pipeline import Engine
 
     with Engine.open(index_path, **lock_options(wait, timeout)) as engine:
@@ -395,14 +483,14 @@ def embedder_line(fingerprint: Any) -> str:
     """What made the vectors, from the index's recorded fingerprint."""
     from lookalike.featurizer import describe_fingerprint
 
-    return f"embedder: {describe_fingerprint(fingerprint)}"
+    return f"fingerprint:  {describe_fingerprint(fingerprint)}"
 
 
 def vector_index_line(kind: str, partitions: dict[str, dict[str, Any]]) -> str:
     """The vector index for `info`: its kind, and which partitions are approximate or still exact (and why)."""
     approximate = sorted({p.get("faiss") or p["index"] for p in partitions.values() if p["state"] == "approximate"})
     exact = [p for p in partitions.values() if p["state"] != "approximate"]
-    line = f"vector index: {kind}; {len(partitions) - len(exact)} approximate partition(s)"
+    line = f"{kind}; {len(partitions) - len(exact)} approximate partition(s)"
     line += f" ({', '.join(approximate)})" if approximate else ""
     line += f", {len(exact)} exact" + (f" ({exact[0]['note']})" if exact and "note" in exact[0] else "")
     tombstones = sum(p.get("tombstones", 0) for p in partitions.values())
@@ -411,7 +499,7 @@ def vector_index_line(kind: str, partitions: dict[str, dict[str, Any]]) -> str:
 
 def classifier_line(status: dict[str, Any]) -> str:
     """The classifier's state for `info`: absent, fresh or stale, with the reason."""
-    line = f"classifier: {status['state']} ({status['reason']})"
+    line = f"{status['state']} ({status['reason']})"
     if status.get("kind"):
         accuracy = status.get("validation_accuracy")
         line += f"; {status['kind']}, {status['categories']} categories, trained {status['trained_at']}"
@@ -419,7 +507,7 @@ def classifier_line(status: dict[str, Any]) -> str:
     return line
 
 
-@app.command("train-classifier")
+@command("train-classifier")
 @friendly_errors
 def train_classifier(
     index_path: IndexOption,
@@ -440,8 +528,9 @@ def train_classifier(
     wait: WaitOption = True,
     timeout: TimeoutOption = None,
 ) -> None:
-    """Train the category classifier on the index's stored vectors; searches then visit only the
-    predicted category. Prints the validation report; writes the confusion matrix and training curves."""
+    """Train the category classifier on the stored vectors: searches then visit only the predicted category.
+
+    Prints the validation report; writes the confusion matrix and training curves."""
     from lookalike.classify import CLASSIFIER_DIR
     from lookalike.classify.plots import save_training_figures
     from lookalike.pipeline import Engine
@@ -490,7 +579,7 @@ def _print_classification_report(result: Any) -> None:
     )
 
 
-@app.command("train-embedding")
+@command("train-embedding")
 @friendly_errors
 def train_embedding(
     index_path: IndexOption,
@@ -512,6 +601,12 @@ def train_embedding(
     settings_file: Annotated[Path | None, typer.Option("--settings", help="Settings JSON (its head section).")] = None,
     assign: Annotated[list[str] | None, typer.Option("--set", help="Any head setting: head.sos_weight=0.5")] = None,
     remove: Annotated[bool, typer.Option("--remove", help="Drop the learned transform: back to raw vectors.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Install the new embedding even when it does not beat the current one on held-out products."
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
     wait: WaitOption = True,
     timeout: TimeoutOption = None,
@@ -519,9 +614,10 @@ def train_embedding(
     """Learn the catalogue's own notion of "the same product" and re-embed the index (opt-in).
 
     Needs product ids (except --kind pca): by default an image's category, i.e. its sub-folder;
-    --label item or --items CSV for finer ones. Some products are held out: the validation curve,
-    early stopping and the before/after figures come from products the transform never saw.
-    Queries are then embedded with the same transform. Undo with --remove.
+    --label item or --items CSV (columns path,item) for finer ones. Some products are held out: the
+    validation curve, early stopping and the before/after figures come from products the transform
+    never saw. The new embedding is installed only when it beats the current one on those products
+    (--force: always); queries then get it. Undo with --remove.
     """
     from lookalike.io.catalog import read_manifest
     from lookalike.pipeline import Engine
@@ -543,7 +639,9 @@ def train_embedding(
             update(done, total, name)
 
         with bar:
-            report = engine.train_embedding(head, items=products, progress=_epoch_printer(), on_stage=stage)
+            report = engine.train_embedding(
+                head, items=products, progress=_epoch_printer(), on_stage=stage, force=force
+            )
     if as_json:
         sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
         return
@@ -559,27 +657,52 @@ def _epoch_printer() -> Callable[[int, int, dict[str, Any]], None]:
 
 
 def _print_embedding_report(report: Any) -> None:
+    for warning in report.warnings:
+        errors.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     if report.before is not None:
         title = (
             f"held-out products ({report.n_validation_images} images of {report.n_validation_products} products "
-            "the transform never saw; each image queries the others)"
+            "the new embedding never saw; each image queries the others)"
         )
-        table = Table("metric", "before", "after", title=title, title_justify="left")
-        for metric, value in report.before.items():
-            table.add_row(metric, f"{value:.4f}", f"{report.after[metric]:.4f}")
-        console.print(table)
+        in_use = report.current is not None and report.current != report.before
+        columns = ["metric", "pretrained", *(["in use"] if in_use else []), f"new ({report.kind})"]
+        rows = [
+            [
+                metric,
+                f"{value:.4f}",
+                *([f"{report.current[metric]:.4f}"] if in_use else []),
+                f"{report.after[metric]:.4f}",
+            ]
+            for metric, value in report.before.items()
+        ]
+        console.print(_rows_table(title, columns, rows))
     else:
         errors.print("no products held out (too few): no before/after figures; pass --set head.validation_fraction")
-    best = f", best epoch {report.best_epoch}" if report.best_epoch is not None else ""
     refit = ", then again on every product" if report.refit else ""
     console.print(
-        f"trained a {report.kind} transform ({report.dim}-d, fingerprint {report.fingerprint}) on "
-        f"{report.n_train_images} images of {report.n_train_products} products{best}{refit}; "
-        f"re-embedded {report.n_images} images in {report.seconds:.1f} s"
+        f"trained a {report.kind} embedding ({report.dim}-d, fingerprint {report.fingerprint}) on "
+        f"{report.n_train_images} images of {report.n_train_products} products{refit}",
+        highlight=False,
     )
+    if report.best_epoch is not None:
+        console.print(best_epoch_line(report.best_epoch), highlight=False)
+    colour = "green" if report.kept else "yellow"
+    console.print(f"[bold {colour}]{report.verdict}[/]", highlight=False, soft_wrap=True)
+    if report.kept:
+        console.print(f"re-embedded {report.n_images} images in {report.seconds:.1f} s", highlight=False)
 
 
-@app.command()
+def best_epoch_line(epoch: int) -> str:
+    """The epoch the validation curve chose, in words: epoch 0 is the starting point, untrained."""
+    if epoch == 0:
+        return (
+            "best epoch 0 = the untrained starting point scored best on the held-out products: "
+            "training did not help them (more or finer product ids, or other settings, may)"
+        )
+    return f"best epoch {epoch} (of the validation curve on the held-out products)"
+
+
+@command()
 @friendly_errors
 def serve(
     index_path: IndexOption,
@@ -628,7 +751,7 @@ def serve(
     run(index_path, host=host, port=port, settings=settings)
 
 
-@app.command()
+@command()
 @friendly_errors
 def rebuild(
     index_path: IndexOption,
@@ -655,16 +778,22 @@ def rebuild(
     console.print(table)
 
 
-@app.command()
+@command()
 @friendly_errors
 def demo(
     samples: Annotated[Path, typer.Option(help="Sample data: catalog/ and queries/ folders.")] = BUNDLED_SAMPLES,
     index_path: Annotated[
         Path | None, typer.Option("--index", help="Where to build the index (default: temporary).")
     ] = None,
-    k: Annotated[int, typer.Option("-k")] = 5,
+    k: Annotated[int, typer.Option("-k", help="Results per sample query (a hit in the top k counts as found).")] = 5,
+    serve_it: Annotated[
+        bool, typer.Option("--serve", help="Then serve the web page on the sample catalogue (Ctrl-C stops it).")
+    ] = False,
+    host: Annotated[str, typer.Option(help="With --serve: the address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="With --serve: the port to listen on.")] = 8000,
 ) -> None:
-    """Index the bundled sample catalogue and search it with the sample photos."""
+    """Index the bundled sample catalogue and search it with the sample photos (--serve: then open
+    the web page on it)."""
     import tempfile
 
     from lookalike.pipeline import Engine
@@ -693,9 +822,26 @@ def demo(
                 f"[bold]{len(queries)} sample queries[/]: the same product ranked first for {top1}, "
                 f"in the top {k} for {topk}."
             )
+        if serve_it:
+            from lookalike.server.serve import run
+
+            run(target, host=host, port=port)
+            return
+    console.print(demo_next_steps(samples), highlight=False, soft_wrap=True)
 
 
-@app.command()
+def demo_next_steps(samples: Path) -> str:
+    """What to do after the demo: the web page, then the user's own photos."""
+    return (
+        "next: `lookalike demo --serve` opens the web page on this catalogue; with your own photos "
+        "(sub-folders = categories):\n"
+        "  lookalike index PHOTOS/ --index my.index\n"
+        "  lookalike search PHOTO.jpg --index my.index\n"
+        "  lookalike serve --index my.index"
+    )
+
+
+@command()
 @friendly_errors
 def segment(
     image: Annotated[Path, typer.Argument(help="The photo to segment.")],
@@ -724,7 +870,7 @@ def segment(
     console.print(f"wrote {cutout_path} and {mask_path}")
 
 
-@app.command()
+@command()
 @friendly_errors
 def evaluate(
     dataset: Annotated[

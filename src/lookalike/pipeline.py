@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 COMMIT_EVERY = 32  # images per transaction while indexing
 DISTRIBUTED_COMMIT = 256  # images per transaction while indexing on Ray (results stream in faster)
+NO_CATEGORY = "(no category)"  # `info`'s name for images of older indexes stored without one
 MAX_ID = 2**63 - 1  # SQLite's largest integer: larger ids cannot name an image
 
 ProgressCallback = Callable[[int, int], None]  # (images done, images in all)
@@ -332,7 +333,7 @@ class Engine:
         return {
             "path": str(self.path),
             "images": self.store.count(),
-            "categories": {str(k): v for k, v in self.store.category_counts().items()},
+            "categories": {NO_CATEGORY if k is None else k: v for k, v in self.store.category_counts().items()},
             "partitions": partitions,
             "vector_index": described,
             "dim": self._dim,
@@ -342,6 +343,7 @@ class Engine:
             "generation": self.store.generation,
             "size_bytes": _folder_size(self.path),
             "backend": self.catalog.backend(),
+            "changed_at": self.store.get_meta("changed_at") or _modified_at(self.path / DATABASE_FILE),
             "settings": self.settings.to_dict(),
         }
 
@@ -449,8 +451,9 @@ class Engine:
         items: Mapping[str | int, str] | None = None,
         progress: Callable[[int, int, dict[str, Any]], None] | None = None,
         on_stage: StageCallback | None = None,
+        force: bool = False,
     ) -> EmbeddingReport:
-        """Learn the index's own embedding from its products, then re-embed it.
+        """Learn the index's own embedding from its products, then re-embed the index with it if it helps.
 
         `settings` defaults to the index's `settings.head`: kind "finetune" (the default: the
         backbone's last stages trained on the catalogue, every image re-embedded from its file, see
@@ -458,9 +461,13 @@ class Engine:
         the stored vectors, see `lookalike.embed.train`). Product ids: `items` (path or id ->
         product), else each image's category or item (`settings.label`). Held-out products give the
         validation curve (`progress(epoch, epochs, {"loss", "val_map"})`) and the
-        `EmbeddingReport`'s before/after retrieval figures. Queries then get the same embedding.
-        `on_stage(stage, done, total)` follows the long image passes of "finetune" (the frozen maps,
-        the re-embedding).
+        `EmbeddingReport`'s before/after retrieval figures. `on_stage(stage, done, total)` follows
+        the long image passes of "finetune" (the frozen maps, the re-embedding).
+
+        The new embedding is installed (and queries then get it) only when its mAP on the held-out
+        products beats the embedding the index uses now (`report.current`), or with `force=True`;
+        otherwise the index is left as it was. `report.kept` and `report.verdict` say which and why;
+        `report.warnings` notes product ids that cover few of the indexed images.
         """
         from lookalike.embed import train
 
@@ -469,17 +476,46 @@ class Engine:
             train.check_kind(settings.kind)
         with self._writing(f"training an embedding ({settings.kind})"):
             if settings.kind == "finetune":
-                return self._fine_tune(settings, items, progress, on_stage)
+                return self._fine_tune(settings, items, progress, on_stage, force)
             started = time.perf_counter()
             featurizer = self.featurizer
             ids, raw = train.raw_vectors(self.store, self._dim, featurizer.raw_dim, featurizer.transform is not None)
             labels = train.product_labels(self.store, ids, settings.label, items)
             transform, facts = train.fit_transform(raw, labels, settings, progress)
             report = train.report_from(transform, facts, len(ids), time.perf_counter() - started)
-            self._install(
-                featurizer.with_transform(transform), ids, transform.transform(raw), raw, train.head_meta(report)
-            )
+            _, held = train.split_for(labels, settings)
+            self._judge(report, ids, labels, held, None, items, force)
+            if report.kept:
+                vectors = transform.transform(raw)
+                self._install(featurizer.with_transform(transform), ids, vectors, raw, train.head_meta(report))
             return report
+
+    def _judge(
+        self,
+        report: EmbeddingReport,
+        ids: np.ndarray,
+        labels: list[str | None],
+        held: np.ndarray,
+        current: dict[str, float] | None,
+        items: Mapping[str | int, str] | None,
+        force: bool,
+    ) -> None:
+        """Fill the report's coverage warnings and its verdict against the embedding in use: `current`
+        when given (the trainer measured it), else the stored vectors of the held-out images."""
+        from lookalike.embed import train
+        from lookalike.embed.base import l2_normalize
+
+        report.n_labelled_images = sum(label is not None for label in labels)
+        report.warnings = train.coverage_warnings(labels, None if items is None else len(items), report.kind)
+        featurizer = self.featurizer
+        learned = featurizer.tuning is not None or featurizer.transform is not None
+        in_use = "the current learned embedding" if learned else "the pretrained vectors"
+        if current is None and held.any():
+            held_ids = [int(i) for i in ids[held]]
+            stored = self.store.vectors_of(held_ids, self._dim)
+            names = np.array([label or "" for label in labels])[held]
+            current = train.held_out_report(l2_normalize(np.stack([stored[i] for i in held_ids])), names)
+        train.judge(report, current, in_use, force)
 
     def remove_embedding(self) -> bool:
         """Drop the learned transform or fine-tuned backbone and restore the pretrained backbone's
@@ -503,6 +539,7 @@ class Engine:
         items: Mapping[str | int, str] | None,
         progress: Callable[..., None] | None,
         on_stage: StageCallback | None,
+        force: bool,
     ) -> EmbeddingReport:
         """`train_embedding` with kind "finetune": train the backbone's last stages, then re-embed."""
         from lookalike.embed import finetune, train
@@ -513,7 +550,12 @@ class Engine:
         pristine = self.featurizer.pristine_embedder()  # fine-tuning always starts from the pretrained weights
         maps_done = None if on_stage is None else (lambda done, total: on_stage("frozen feature maps", done, total))
         tuning, report = finetune.tune_on_files(pristine, paths, labels, settings, progress, on_maps=maps_done)
-        self._reembed(self.featurizer.with_tuning(tuning), train.head_meta(report), on_stage)
+        _, held = train.split_products(list(labels), settings.validation_fraction, settings.seed)
+        learned = self.featurizer.tuning is not None or self.featurizer.transform is not None
+        # with the pretrained vectors in use, the trainer's own "before" measured them the way "after" was measured
+        self._judge(report, ids, labels, held, None if learned else report.before, items, force)
+        if report.kept:
+            self._reembed(self.featurizer.with_tuning(tuning), train.head_meta(report), on_stage)
         report.seconds = time.perf_counter() - started
         return report
 
@@ -894,6 +936,11 @@ def _item_extra(entry: CatalogEntry) -> dict[str, Any]:
 
 def _rerank_position(hit: Hit, rank: int) -> Hit:
     return Hit(rank, hit.id, hit.path, hit.score, hit.category, hit.scores, hit.extra)
+
+
+def _modified_at(path: Path) -> str | None:
+    """A file's modification time as local "YYYY-MM-DD HH:MM:SS" (indexes older than their `changed_at`)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(path.stat().st_mtime)) if path.exists() else None
 
 
 def _folder_size(path: Path) -> int:

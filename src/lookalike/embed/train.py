@@ -37,6 +37,7 @@ from lookalike.settings import HeadSettings
 HEAD_DIR = "head"
 RAW_BLOB = "raw"
 EVAL_KS = (1, 5, 10)
+LABEL_COVERAGE = 0.5  # product ids naming fewer of the indexed images than this fraction: a warning
 
 EpochCallback = Callable[[int, int, dict[str, Any]], None]
 
@@ -56,9 +57,14 @@ class EmbeddingReport:
     before: dict[str, float] | None  # leave-one-out retrieval among held-out products, raw vectors
     after: dict[str, float] | None  # the same with the transform
     history: dict[str, list[float | None]] = field(default_factory=dict)  # per epoch (trained heads)
-    best_epoch: int | None = None
+    best_epoch: int | None = None  # 0: the untrained starting point was best on the held-out products
     refit: bool = False  # the kept transform was fitted again on every product after validation
     seconds: float = 0.0
+    current: dict[str, float] | None = None  # the same figures for the embedding the index used until now
+    kept: bool = True  # installed: it beat `current` on the held-out products, or it was forced
+    verdict: str = ""  # what was kept and why, in a sentence
+    n_labelled_images: int = 0  # indexed images with a product id (the others take no part)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,7 +137,7 @@ def split_products(labels: list[str | None], fraction: float, seed: int) -> tupl
 # -- fitting and reporting
 
 
-def _split(labels: list[str | None], settings: HeadSettings) -> tuple[np.ndarray, np.ndarray]:
+def split_for(labels: list[str | None], settings: HeadSettings) -> tuple[np.ndarray, np.ndarray]:
     """Training and held-out masks; PCA whitening needs no products and learns from every image."""
     if settings.kind != "pca":
         return split_products(labels, settings.validation_fraction, settings.seed)
@@ -166,7 +172,7 @@ def fit_transform(
     `settings.refit` (and products held out) it is then fitted again on every product, a trained
     head for as many epochs as the validation curve chose.
     """
-    train, held = _split(labels, settings)
+    train, held = split_for(labels, settings)
     names = np.array([label or "" for label in labels])
     validation = (raw[held], names[held]) if held.any() else None
     transform = _fit(settings, (raw[train], names[train]), validation, progress)
@@ -227,6 +233,53 @@ def load_index_transform(index: Path) -> VectorTransform | None:
     """The transform in `<index>/head/`, or None when the index has none."""
     folder = index / HEAD_DIR
     return load_transform(folder) if folder.exists() else None
+
+
+def coverage_warnings(labels: list[str | None], n_rows: int | None, kind: str) -> list[str]:
+    """What to say when the product ids name few of the indexed images, or name files not indexed.
+
+    `n_rows`: how many images the caller's `items` named (None: the ids came from the index itself)."""
+    total, labelled = len(labels), sum(label is not None for label in labels)
+    warnings = []
+    if kind != "pca" and labelled < LABEL_COVERAGE * total:
+        warnings.append(
+            f"the product ids name {labelled} of the {total} indexed images ({labelled / total:.0%}): the other "
+            f"{total - labelled} take no part in training or in the held-out figures (they are still re-embedded)"
+        )
+    if n_rows is not None and n_rows > labelled:
+        warnings.append(
+            f"{n_rows - labelled} of the {n_rows} images the product ids name are not in the index "
+            "(paths must be those of indexed files, or ids)"
+        )
+    return warnings
+
+
+def judge(report: EmbeddingReport, current: dict[str, float] | None, in_use: str, force: bool) -> None:
+    """Keep the new embedding only when its held-out mAP beats the embedding in use (`current`,
+    described by `in_use`), or when forced; fills `kept`, `current` and `verdict`."""
+    report.current = current
+    if report.after is None or current is None:
+        report.kept = force
+        why = "no products could be held out to measure it (too few products with 2+ images)"
+        report.verdict = (
+            f"installed unchecked (--force): {why}"
+            if force
+            else f"not installed: {why}; {in_use} stays. Hold some out (--set head.validation_fraction=0.3, "
+            "or finer product ids: --items CSV), or install it unchecked with --force"
+        )
+        return
+    old, new = current["map"], report.after["map"]
+    figures = f"held-out mAP {old:.4f} ({in_use}) -> {new:.4f} ({report.kind})"
+    if new > old:
+        report.kept, report.verdict = True, f"installed: it beats {in_use} on the held-out products, {figures}"
+    elif force:
+        report.kept, report.verdict = True, f"installed (--force) although it does not beat {in_use}: {figures}"
+    else:
+        report.kept = False
+        report.verdict = (
+            f"not installed: it does not beat {in_use} on the held-out products, {figures}; the index is "
+            "unchanged (--force installs it anyway)"
+        )
 
 
 def report_from(transform: VectorTransform, facts: dict[str, Any], n_images: int, seconds: float) -> EmbeddingReport:

@@ -8,6 +8,7 @@ segmentation quality (the query's predicted mask against the data set's ground-t
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -241,7 +242,7 @@ def training_facts(step: str, outcome: Any) -> dict[str, Any] | None:
     if step == "train_embedding":
         report = outcome.to_dict()
         keep = ("kind", "dim", "n_train_images", "n_train_products", "n_validation_images", "n_validation_products",
-                "before", "after", "history", "best_epoch", "refit", "seconds")  # fmt: skip
+                "before", "after", "history", "best_epoch", "refit", "seconds", "current", "verdict")  # fmt: skip
         return {key: report[key] for key in keep if key in report}
     if step == "train_classifier":
         return dict(outcome.summary())
@@ -256,6 +257,8 @@ def _prepare_step(engine: Any, config: Config, step: str) -> Callable[[], Any]:
             f"configuration {config.name!r}: prepare step {step!r} is not an Engine method; "
             f"expected one of: {', '.join(public)}"
         )
+    if step == "train_embedding":  # a preset is measured as configured, never left out for not helping
+        return functools.partial(method, force=True)
     return method
 
 

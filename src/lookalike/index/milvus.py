@@ -492,7 +492,7 @@ class MilvusItemStore:
 
     def bump_generation(self) -> int:
         generation = max(self.generation + 1, time.time_ns() // 1_000_000)
-        self.set_meta("generation", generation)
+        self.set_many({"generation": generation, "changed_at": time.strftime("%Y-%m-%d %H:%M:%S")})
         return generation
 
     @contextmanager

@@ -133,6 +133,7 @@ class MetadataStore:
                 self._pending = self._generation_now() + 1
                 yield self._db
                 self._db.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (str(self._pending),))
+                self._set_meta("changed_at", time.strftime("%Y-%m-%d %H:%M:%S"))  # local time, for `info`
                 self._db.execute("COMMIT")
                 self.last_generation = self._pending
             except BaseException as exc:

@@ -6,7 +6,7 @@ import csv
 import errno
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lookalike.errors import LookalikeError, SettingsError
@@ -24,6 +24,7 @@ class CatalogEntry:
     mask: Path | None = None
 
 
+UNCATEGORISED = "uncategorised"  # the category of an image added with none (no --category, no sub-folder)
 Skipped = list[tuple[str, str]]  # (path, reason): files met while collecting that will not be indexed
 FOLDER_NAMED_LIKE_IMAGE = "a folder named like an image, not an image file (the images inside it are indexed)"
 
@@ -202,6 +203,8 @@ def entries_for(
     and the (path, reason) of what was passed over.
 
     `categories` is one category for everything, or one per path (None keeps a folder's sub-folder names).
+    An image left with no category (a file named on its own, an image at the top of a folder, a
+    manifest row without one) gets `UNCATEGORISED`.
     """
     skipped: Skipped = []
     items = list(paths)
@@ -218,4 +221,4 @@ def entries_for(
             continue
         for entry in expand_paths([item], category_depth=category_depth, skipped=skipped):
             entries.append(entry if label is None else CatalogEntry(entry.path, label))
-    return entries, skipped
+    return [entry if entry.category else replace(entry, category=UNCATEGORISED) for entry in entries], skipped

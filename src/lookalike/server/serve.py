@@ -70,6 +70,14 @@ def startup_notes(host: str, settings: ServerSettings) -> list[tuple[str, str]]:
     return notes
 
 
+def page_url(host: str, port: int) -> str:
+    """The address to open in a browser: a wildcard address (0.0.0.0, ::) is reached as localhost."""
+    shown = "localhost" if host.strip() in ("", "0.0.0.0", "::", "[::]") else host.strip()
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"  # an IPv6 address
+    return f"http://{shown}:{port}/"
+
+
 def run(index_path: str | Path, *, host: str, port: int, settings: ServerSettings | None = None) -> None:
     """Open the index, serve it until interrupted, then close it."""
     check_server_dependencies()
@@ -82,4 +90,6 @@ def run(index_path: str | Path, *, host: str, port: int, settings: ServerSetting
     with Engine.open(index_path, lock_timeout=(settings or ServerSettings()).write_lock_timeout) as engine:
         for level, note in startup_notes(host, settings):
             print(f"{level + ':':<9} {note}", file=sys.stderr, flush=True)  # as Uvicorn's log lines look
+        print(f"{'INFO:':<9} the web page: {page_url(host, port)} (the REST API's docs: /docs); Ctrl-C stops it",
+              file=sys.stderr, flush=True)  # fmt: skip
         uvicorn.run(create_app(engine, settings), host=host, port=port, log_level="info")

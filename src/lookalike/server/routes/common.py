@@ -15,6 +15,9 @@ ItemId = Annotated[int, Path(ge=1, le=MAX_INT64, description="a catalogue image'
 K = Annotated[int | None, Query(ge=1, description="how many results (default: the server's default_k)")]
 CategoryFilter = Annotated[str | None, Query(description="search only this category")]
 Rerank = Annotated[bool, Query(description="apply the engine's re-ranking chain (false: vector search only)")]
+MaybeRerank = Annotated[
+    bool | None, Query(description="apply the engine's re-ranking chain (false: vector search only; default: true)")
+]
 Gating = Annotated[
     bool | None,
     Query(description="with a trained classifier, search only the predicted categories (default: the index's setting)"),

@@ -166,10 +166,18 @@ async function runSearch(url, options) {
     renderQuery(answer);
     renderResults(answer);
   } catch (error) {
+    clearSearch(); // never the new photo beside the last search's results
     showError(error);
   } finally {
     document.body.classList.remove("busy");
   }
+}
+
+function clearSearch() {
+  $("query-panel").hidden = true;
+  $("results-header").hidden = true;
+  $("results").replaceChildren();
+  $("query-photo").removeAttribute("src");
 }
 
 function renderQuery(answer) {
