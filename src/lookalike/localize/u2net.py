@@ -98,6 +98,15 @@ class OnnxSegmenter:
         raw = session.run([session.get_outputs()[0].name], {inputs: pixels})[0]
         return to_saliency(raw, image.size)
 
+    @property
+    def loaded(self) -> bool:
+        return self._session is not None
+
+    def load(self) -> OnnxSegmenter:
+        """Create the onnxruntime session now (it is otherwise made on the first image)."""
+        self._loaded()
+        return self
+
     def fingerprint(self) -> str:
         if self._fingerprint is None:
             from lookalike.localize.quantize import RECIPE
@@ -124,20 +133,10 @@ class OnnxSegmenter:
 
 
 def open_session(source: Path | bytes, threads: int | None) -> Any:
-    """An onnxruntime CPU session with every graph optimisation; `threads` intra-op threads if set."""
-    if importlib.util.find_spec("onnxruntime") is None:
-        raise MissingDependency("onnxruntime", "salient-object segmentation")
-    import onnxruntime as ort
+    """A segmenter's onnxruntime session, with lookalike's options (`lookalike._onnx.session_options`)."""
+    from lookalike._onnx import open_session as open_onnx
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Idle threads that spin after a run take the cores from the embedder that runs next: on 2 cores
-    # the two-image embedding went from 65 ms to 48-56 ms without it, for 5 ms more of segmentation.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if threads:
-        options.intra_op_num_threads = threads
-    model = source if isinstance(source, bytes) else str(source)
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    return open_onnx(source, threads, "salient-object segmentation")
 
 
 def fit_input_size(path: Path, size: int) -> Path | bytes:

@@ -79,7 +79,7 @@ def run(index_path: str | Path, *, host: str, port: int, settings: ServerSetting
     from lookalike.pipeline import Engine
     from lookalike.server.app import create_app
 
-    with Engine.open(index_path, lock_timeout=(settings or ServerSettings()).write_lock_timeout) as engine:
+    with Engine.open(index_path, lock_timeout=settings.write_lock_timeout, threads=settings.model_threads) as engine:
         for level, note in startup_notes(host, settings):
             print(f"{level + ':':<9} {note}", file=sys.stderr, flush=True)  # as Uvicorn's log lines look
         uvicorn.run(create_app(engine, settings), host=host, port=port, log_level="info")
