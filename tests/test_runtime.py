@@ -184,3 +184,54 @@ def test_localised_features_are_the_same_with_and_without_the_thread_pool(sample
     for a, b in zip(together, apart, strict=True):
         assert np.allclose(a.vector, b.vector, atol=1e-6)
         assert a.blobs["silhouette"] == b.blobs["silhouette"]
+
+
+def test_a_fine_tuned_featurizer_saves_its_export_and_loads_it_without_torch(samples: Path, tmp_path: Path) -> None:
+    pristine = create_embedder(EmbedSettings())
+    tuned = Featurizer(Settings()).with_tuning(_tuning(pristine, seed=1))
+    photos = _photos(samples)[:2]
+    expected = np.stack([f.vector for f in tuned.describe(photos)])  # the writer exports on first use
+    assert tuned.runtime == "onnx"
+    tuned.save(tmp_path)
+    facts = json.loads((tmp_path / RUNTIME_DIR / "embedder.json").read_text())
+    assert "|tuned=" in facts["source"] and facts["gem_p"] == 3.5
+    loaded = Featurizer.load(tmp_path, Settings())
+    assert np.abs(np.stack([f.vector for f in loaded.describe(photos)]) - expected).max() <= TOLERANCE
+    assert loaded.runtime == "onnx" and loaded.fingerprint() == tuned.fingerprint()
+    on_torch = Featurizer.load(tmp_path, Settings().replace(**{"embed.runtime": "torch"}))
+    assert np.abs(np.stack([f.vector for f in on_torch.describe(photos)]) - expected).max() <= TOLERANCE
+
+
+def test_search_answers_a_folder_and_lists_unreadable_photos(built_index: Path, tmp_path: Path, samples: Path) -> None:
+    from typer.testing import CliRunner
+
+    from lookalike.cli import app
+
+    folder = tmp_path / "queries"
+    folder.mkdir()
+    for name in PHOTOS[:2]:
+        shutil.copy(samples / "queries" / name, folder / name)
+    (folder / "broken.jpg").write_text("not an image")
+    result = CliRunner().invoke(app, ["search", str(folder), "--index", str(built_index), "-k", "2"])
+    assert result.exit_code == 3, result.output
+    assert result.output.count("timings:") == 2 and "broken.jpg: not an image" in result.output
+    assert "load" in result.output.split("timings:")[1][:60]  # the first answer loads the models
+
+
+def test_engine_open_sets_the_models_threads(built_index: Path) -> None:
+    with Engine.open(built_index, threads=1) as engine:
+        featurizer = engine.featurizer
+        assert featurizer.settings.embed.threads == featurizer.settings.localize.threads == 1
+        assert featurizer.embedder.threads == 1
+        assert engine.settings.embed.threads is None  # the index's own settings are unchanged
+
+
+def test_the_segmenter_freed_of_its_fixed_size_is_cached(tmp_path: Path) -> None:
+    from lookalike.localize.u2net import fit_input_size, open_session, u2netp_path
+
+    first = fit_input_size(u2netp_path(), 224, tmp_path)
+    assert isinstance(first, Path) and first.parent == tmp_path and first.name.endswith("-free-hw.onnx")
+    assert fit_input_size(u2netp_path(), 160, tmp_path) == first  # one file for every size, onnx not needed
+    session = open_session(first, 1)
+    saliency = session.run(None, {session.get_inputs()[0].name: np.zeros((1, 3, 160, 160), np.float32)})[0]
+    assert saliency.shape[-2:] == (160, 160)
