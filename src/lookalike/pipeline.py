@@ -14,7 +14,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +72,7 @@ class Engine:
         self._rerankers: list[Reranker] | None = None
         self._refreshed_generation = -1
         self._classifier: IndexClassifier | None = None
+        self.threads: int | None = None  # the models' intra-op threads in this process (Engine.open)
 
     @property
     def store(self) -> MetadataStore:
@@ -103,7 +104,9 @@ class Engine:
             engine = cls(staging, settings, create=True)
             with engine:
                 featurizer = engine.featurizer
+                featurizer.allow_export()  # embed.runtime "onnx": export the embedder with the index
                 engine.catalog.initialise(featurizer.dim, featurizer.fingerprint())
+                featurizer.save(staging)
                 settings.to_json(staging / SETTINGS_FILE)
             swap_in(staging, path)
         except BaseException:
@@ -115,13 +118,20 @@ class Engine:
 
     @classmethod
     def open(
-        cls, path: str | Path, *, lock_timeout: float | None = None, on_wait: WaitCallback | None = None
+        cls,
+        path: str | Path,
+        *,
+        lock_timeout: float | None = None,
+        on_wait: WaitCallback | None = None,
+        threads: int | None = None,
     ) -> Engine:
         """Reopen an index with the settings that built it.
 
         Writes take the index's inter-process lock: `lock_timeout` is how long to wait for another
         writer (None: as long as it takes; 0: fail at once with `IndexBusyError`), `on_wait(holder)`
-        is told who holds it when waiting starts.
+        is told who holds it when waiting starts. `threads` sets the models' intra-op threads for this
+        process (embed.threads, localize.threads) without changing the index's settings: a server
+        answering many queries at once runs each on one thread.
         """
         path = Path(path)
         state = folder_state(path)
@@ -138,6 +148,7 @@ class Engine:
             )
         engine = cls(path, Settings.from_json(path / SETTINGS_FILE))
         engine._write_lock.timeout, engine._write_lock.on_wait = lock_timeout, on_wait
+        engine.threads = threads
         return engine
 
     @classmethod
@@ -155,6 +166,8 @@ class Engine:
         return cls.create(path, settings, **options)
 
     def close(self) -> None:
+        if self._featurizer is not None:
+            self._featurizer.close()
         self.catalog.close()
 
     def present(self) -> bool:
@@ -323,7 +336,10 @@ class Engine:
     def featurizer(self) -> Featurizer:
         """Image -> vector for this index: its models, fine-tuned backbone and learned transform."""
         if self._featurizer is None:
-            self._featurizer = Featurizer.load(self.path, self.settings, describers=self._get_rerankers())
+            settings = self.settings
+            if self.threads is not None:
+                settings = settings.replace(**{"embed.threads": self.threads, "localize.threads": self.threads})
+            self._featurizer = Featurizer.load(self.path, settings, describers=self._get_rerankers())
         return self._featurizer
 
     def info(self) -> dict[str, Any]:
@@ -338,6 +354,7 @@ class Engine:
             "vector_index": described,
             "dim": self._dim,
             "embedder": self.store.get_meta("embedder"),
+            "runtime": {"embedder": self.featurizer.runtime, "note": self.featurizer.runtime_note},
             "head": self.store.get_meta("head"),
             "classifier": self._category_classifier().status(self.store),
             "generation": self.store.generation,
@@ -376,10 +393,26 @@ class Engine:
         try:
             self._check_featurizer(self.featurizer)
             report.notes.append("models: " + describe_fingerprint(self.featurizer.fingerprint()))
+            self._check_runtime(report, repair)
         except LookalikeError as exc:
             report.problems.append(str(exc))
         check_files(self.store, report, hashes=hashes)
         return report
+
+    def _check_runtime(self, report: CheckReport, repair: bool) -> None:
+        """Where queries embed: a missing ONNX export is a note (queries use torch), made by `repair`."""
+        featurizer = self.featurizer
+        if featurizer.runtime_note is not None and repair and featurizer.settings.embed.runtime == "onnx":
+            note = featurizer.runtime_note
+            with self._writing("exporting the embedder to ONNX"):
+                featurizer = self.featurizer  # a writer exports a missing export (_export_if_missing)
+            if featurizer.export is not None:
+                report.repaired.append(f"{note}; exported it to {self.path / 'onnx'}")
+                return
+        if featurizer.runtime_note is not None:
+            report.notes.append(featurizer.runtime_note)
+        else:
+            report.notes.append(f"embedder runtime: {featurizer.runtime}")
 
     # -- vector index maintenance
     def rebuild(self, kind: str | None = None, **changes: Any) -> dict[str, Any]:
@@ -605,7 +638,23 @@ class Engine:
         with self._write_lock.hold(what):
             self._check_still_there()
             self._catch_up()
+            self._export_if_missing()
             yield
+
+    def _export_if_missing(self) -> None:
+        """A writer exports the embedder to ONNX when the folder has no export of its weights (an index
+        made by an older version, or with embed.runtime "torch" then changed): later searches skip torch."""
+        from lookalike.embed.runtime import install_export
+
+        featurizer = self.featurizer
+        if featurizer.settings.embed.runtime != "onnx" or featurizer.export is not None:
+            return
+        try:
+            made = featurizer.allow_export()
+        except LookalikeError:  # models that do not fit the index: the write reports it when it needs them
+            return
+        if made is not None:
+            install_export(self.path, made)
 
     def _check_still_there(self) -> None:
         """A folder deleted or moved while open would take every later write with it: refuse them."""
@@ -625,7 +674,15 @@ class Engine:
     def _describe(
         self, images: Sequence[Image.Image], timer: Timer | None = None, describers: Sequence[Any] | None = None
     ) -> list[Features]:
-        """The featurizer's features of images, once it is known to make this index's vectors."""
+        """The featurizer's features of images, once it is known to make this index's vectors; reading its
+        models' files and checking their fingerprints (the first query's) is timed as `load`."""
+        timer = timer or Timer()
+        loading = self._featurizer is None or not self._featurizer.loaded
+        with timer.stage("load") if loading else nullcontext():
+            featurizer = self._checked_featurizer()
+        return featurizer.describe(images, timer, describers)
+
+    def _checked_featurizer(self) -> Featurizer:
         featurizer = self.featurizer
         try:
             self._check_featurizer(featurizer)
@@ -635,7 +692,7 @@ class Engine:
                 self.catalog.reset(int(self.store.get_meta("dim") or 0))
             featurizer = self.featurizer
             self._check_featurizer(featurizer)
-        return featurizer.describe(images, timer, describers)
+        return featurizer
 
     def _check_featurizer(self, featurizer: Featurizer) -> None:
         if self._dim and featurizer.dim != self._dim:
