@@ -193,7 +193,7 @@ def test_training_an_embedding_switches_the_collection_and_other_processes_follo
         first = engine.items()[0]
     with Engine.open(path) as reader, Engine.open(path) as writer:
         before = reader.search(first.path, k=1)
-        writer.train_embedding(HeadSettings(kind="pca", dim=16))
+        writer.train_embedding(HeadSettings(kind="pca", dim=16), force=True)
         assert writer.info()["dim"] == 16 and writer.info()["backend"]["collection"].endswith("_v1")
         after = reader.search(first.path, k=1)  # the reader notices the switch and loads the new model
         assert after.hits[0].id == first.id == before.hits[0].id

@@ -55,12 +55,9 @@ class FeaturizeActor:
     """One Ray actor: the index's featurizer, loaded once; rows in, features (or the failure) out."""
 
     def __init__(self, index_path: str) -> None:
-        import torch
-
-        torch.set_num_threads(1)  # one process per core: more threads only fight over the cores
         from lookalike.pipeline import Engine
 
-        self.engine = Engine.open(index_path)
+        self.engine = Engine.open(index_path, threads=1)  # one process per core: more threads only fight
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
         rows = [
