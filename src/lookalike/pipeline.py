@@ -826,30 +826,6 @@ class Engine:
         ]
         self._commit_batch(new, known, report)
 
-    def featurize_rows(self, rows: Sequence[dict[str, str]]) -> list[dict[str, Any]]:
-        """For distributed indexing (a Ray actor's work): each row's file hashed, and embedded unless
-        its hash is the row's `known_hash`; {"path", "status": ok / unchanged / failed, "reason",
-        "digest", "vector", "blobs"} per row, in order."""
-        results: list[dict[str, Any]] = []
-        pending: list[tuple[dict[str, Any], Image.Image]] = []
-        for row in rows:
-            result: dict[str, Any] = {"path": row["path"], "status": "failed"}
-            results.append(result)
-            try:
-                result["digest"] = file_hash(Path(row["path"]))
-                if result["digest"] == row.get("known_hash"):
-                    result["status"] = "unchanged"
-                    continue
-                pending.append((result, load_image(Path(row["path"]))))
-            except ImageError as exc:
-                result["reason"] = exc.reason
-            except OSError as exc:
-                result["reason"] = f"cannot read the file ({exc.strerror or exc})"
-        if pending:
-            for (result, _), features in zip(pending, self._describe([image for _, image in pending]), strict=True):
-                result.update(status="ok", vector=features.vector, blobs=features.blobs)
-        return results
-
     def _add_distributed(
         self,
         entries: list[CatalogEntry],
@@ -868,7 +844,9 @@ class Engine:
             known.update(self.store.known_paths(list(by_path)[start : start + 1_000]))
         rows = [{"path": path, "known_hash": known.get(path, (0, ""))[1]} for path in by_path]
         batch: list[NewItem] = []
-        results = featurize_on_ray(self.path, rows, workers=workers, address=ray_address)
+        self._check_featurizer(self.featurizer)  # the actors load the folder's models: they must make these vectors
+        fingerprint = self.featurizer.fingerprint()
+        results = featurize_on_ray(self.path, fingerprint, rows, workers=workers, address=ray_address)
         for done, result in enumerate(results, start=1):
             path = result["path"]
             if result["status"] == "unchanged":
