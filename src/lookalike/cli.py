@@ -210,6 +210,10 @@ def index(
         str | None,
         typer.Option("--ray", help="Embed on an existing Ray cluster: its address, or `auto` to join the local one."),
     ] = None,
+    model_from: Annotated[
+        Path | None,
+        typer.Option(help="A new index's model from a model folder (`lookalike model export`) or another index."),
+    ] = None,
     wait: WaitOption = True,
     timeout: TimeoutOption = None,
 ) -> None:
@@ -232,7 +236,14 @@ def index(
     }
     settings = build_settings(settings_file, assign or [], **named)
     if rebuild or not (index_path / "settings.json").exists():
-        engine = Engine.create(index_path, settings, overwrite=rebuild, **lock_options(wait, timeout))
+        engine = Engine.create(
+            index_path, settings, overwrite=rebuild, model_from=model_from, **lock_options(wait, timeout)
+        )
+    elif model_from is not None:
+        raise LookalikeError(
+            f"{index_path}: exists; --model-from builds a new index (add --rebuild), "
+            "or re-embed this one with `lookalike model use MODEL --index PATH`"
+        )
     else:
         engine = Engine.open_or_create(index_path, settings, **lock_options(wait, timeout))
     with engine:
@@ -1007,6 +1018,50 @@ def _rows_table(title: str, columns: list[str], rows: list[list[str]]) -> Any:
 def _product_of(path: Path) -> str:
     """Sample files are named <product>_<number>.jpg."""
     return path.stem.rsplit("_", 1)[0]
+
+
+model_app = typer.Typer(
+    help="Carry a tuned model between indexes: export it, or re-embed an index with one.",
+    no_args_is_help=True,
+    cls=_Group,
+)
+app.add_typer(model_app, name="model")
+
+
+@model_app.command("export", cls=_Command)
+@friendly_errors
+def model_export(
+    folder: Annotated[Path, typer.Argument(help="A new folder for the model.")],
+    index_path: IndexOption,
+) -> None:
+    """Write the index's model (backbone, fine-tuned tail, learned transform, settings, fingerprint)."""
+    from lookalike.pipeline import Engine
+
+    with Engine.open(index_path) as engine:
+        record = engine.export_model(folder)
+    console.print(f"exported {record['description']} ({record['dim']}-d) to {folder}", highlight=False)
+
+
+@model_app.command("use", cls=_Command)
+@friendly_errors
+def model_use(
+    model: Annotated[Path, typer.Argument(help="A model folder (`lookalike model export`) or another index.")],
+    index_path: IndexOption,
+    wait: WaitOption = True,
+    timeout: TimeoutOption = None,
+) -> None:
+    """Re-embed every image of the index with a carried model; queries then use it too."""
+    from lookalike.pipeline import Engine
+
+    with Engine.open(index_path, **lock_options(wait, timeout)) as engine:
+        progress, update = _progress_bar("re-embedding")
+        with progress:
+            report = engine.use_model(model, on_stage=lambda stage, done, total: update(done, total))
+    console.print(
+        f"re-embedded {report['images']} images with {report['model']} ({report['dim']}-d) "
+        f"in {report['seconds']:.1f} s",
+        highlight=False,
+    )
 
 
 def main() -> None:

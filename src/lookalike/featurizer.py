@@ -348,13 +348,18 @@ class Featurizer:
 
     def embed_files(self, paths: Sequence[str], progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Final vectors of image files, a batch at a time; an unreadable file raises `ImageError` naming it."""
+        raw = self.raw_files(paths, progress)
+        return raw if self.transform is None else self.transform.transform(raw)
+
+    def raw_files(self, paths: Sequence[str], progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Backbone vectors of image files (before the learned transform), a batch at a time."""
         from lookalike.io.images import load_image
 
-        chunks = [np.zeros((0, self.dim), np.float32)]
+        chunks = [np.zeros((0, self.raw_dim), np.float32)]
         for start in range(0, len(paths), FILE_BATCH):
             images = [load_image(path) for path in paths[start : start + FILE_BATCH]]
             _, raw = self._localize_and_embed(images, Timer(), localize=self.mode != "whole")
-            chunks.append(raw if self.transform is None else self.transform.transform(raw))
+            chunks.append(raw)
             if progress:
                 progress(min(start + FILE_BATCH, len(paths)), len(paths))
         return np.concatenate(chunks)

@@ -87,22 +87,36 @@ class Engine:
     # -- life cycle
     @classmethod
     def create(
-        cls, path: str | Path, settings: Settings | None = None, *, overwrite: bool = False, **options: Any
+        cls,
+        path: str | Path,
+        settings: Settings | None = None,
+        *,
+        overwrite: bool = False,
+        model_from: str | Path | None = None,
+        **options: Any,
     ) -> Engine:
         """Make a new, empty index at `path` (a folder) built with `settings`.
 
         It is built in a staging folder and renamed into place when complete, so an interrupted
         creation leaves no half index; `overwrite=True` replaces an existing (or half-created) index,
-        only once the new one is complete. `options` are `open`'s (lock_timeout, on_wait).
+        only once the new one is complete. `model_from` (a model folder from `export_model`, or another
+        index) carries a tuned model: its backbone, transform and `embed`/`localize` settings.
+        `options` are `open`'s (lock_timeout, on_wait).
         """
         path = Path(path)
         settings = _with_backend_defaults(settings or Settings(), path)
+        if model_from is not None:
+            from lookalike.carry import model_settings
+
+            settings = model_settings(Path(model_from), settings)
         _check_creatable(path, overwrite)
         _check_backend_creatable(settings, overwrite)
         staging = staging_folder(path)
         try:
             engine = cls(staging, settings, create=True)
             with engine:
+                if model_from is not None:
+                    engine._featurizer = engine._carried_featurizer(Path(model_from), settings)
                 featurizer = engine.featurizer
                 featurizer.allow_export()  # embed.runtime "onnx": export the embedder with the index
                 engine.catalog.initialise(featurizer.dim, featurizer.fingerprint())
@@ -431,9 +445,7 @@ class Engine:
         with self._writing("rebuilding the vector index"):
             vectors = self.catalog.rebuild(settings.index)
             if settings != self.settings:  # after the snapshot: a crash in between rebuilds the old kind
-                temporary = self.path / (SETTINGS_FILE + ".tmp")
-                settings.to_json(temporary)
-                temporary.replace(self.path / SETTINGS_FILE)
+                _save_settings(self.path, settings)
                 self.settings = settings
         seconds = time.perf_counter() - started
         return {"kind": settings.index.kind, "vectors": vectors.count(), "seconds": seconds,
@@ -549,6 +561,51 @@ class Engine:
             names = np.array([label or "" for label in labels])[held]
             current = train.held_out_report(l2_normalize(np.stack([stored[i] for i in held_ids])), names)
         train.judge(report, current, in_use, force)
+
+    # -- carrying a model between indexes
+    def export_model(self, folder: str | Path) -> dict[str, Any]:
+        """Write this index's model (backbone, fine-tuned tail, learned transform, their settings and
+        fingerprint) into a new folder, for `Engine.create(model_from=)` or `use_model` elsewhere."""
+        from lookalike.carry import export_model
+
+        self._catch_up()
+        featurizer = self.featurizer
+        self._check_featurizer(featurizer)
+        return export_model(featurizer, Path(folder))
+
+    def use_model(self, source: str | Path, *, on_stage: StageCallback | None = None) -> dict[str, Any]:
+        """Re-embed every image with the model at `source` (a model folder or another index) and keep
+        it: queries then use it too. Its `embed`/`localize` settings replace this index's."""
+        from lookalike.carry import differs, model_settings
+
+        source = Path(source)
+        settings = model_settings(source, self.settings)
+        started = time.perf_counter()
+        with self._writing("re-embedding with a carried model"):
+            featurizer = self._carried_featurizer(source, settings)
+            featurizer.allow_export()
+            ids, paths = self._catalogue_paths()
+            done = None if on_stage is None else (lambda count, total: on_stage("re-embedding", count, total))
+            raw = featurizer.raw_files(paths, progress=done)
+            transform = featurizer.transform
+            vectors = raw if transform is None else transform.transform(raw)
+            meta = {"carried_from": str(source.resolve())}
+            self._install(featurizer, ids, vectors, None if transform is None else raw, meta)
+            if differs(settings, self.settings):  # after the vectors: a crash in between is refused, not mixed
+                _save_settings(self.path, settings)
+                self.settings = settings
+        return {"images": len(ids), "dim": featurizer.dim, "seconds": time.perf_counter() - started,
+                "model": describe_fingerprint(featurizer.fingerprint())}  # fmt: skip
+
+    def _carried_featurizer(self, source: Path, settings: Settings) -> Featurizer:
+        from lookalike.carry import load_model
+
+        describers = [reranker for reranker in self._get_rerankers() if reranker.needs.describes]
+        if self.threads is not None:
+            settings = settings.replace(**{"embed.threads": self.threads, "localize.threads": self.threads})
+        featurizer = load_model(source, settings, describers=describers)
+        featurizer.may_export = True  # it belongs to a writer: it may export its embedder to ONNX
+        return featurizer
 
     def remove_embedding(self) -> bool:
         """Drop the learned transform or fine-tuned backbone and restore the pretrained backbone's
@@ -896,6 +953,13 @@ def _check_creatable(path: Path, overwrite: bool) -> None:
         )
     if state == "half" and not overwrite:
         raise LookalikeError(half_created_message(path))
+
+
+def _save_settings(path: Path, settings: Settings) -> None:
+    """settings.json replaced atomically."""
+    temporary = path / (SETTINGS_FILE + ".tmp")
+    settings.to_json(temporary)
+    temporary.replace(path / SETTINGS_FILE)
 
 
 def _index_files_present(path: Path) -> bool:
