@@ -99,6 +99,15 @@ def test_settings_errors_say_what_was_expected() -> None:
         AuditSettings(min_share=0)
 
 
+def test_the_default_threshold_is_the_calibrated_one() -> None:
+    from lookalike.health.calibration import CURVE, TARGET_PRECISION
+
+    meeting = [threshold for threshold, precision, _ in CURVE if precision >= TARGET_PRECISION]
+    assert DEFAULT_THRESHOLD == min(meeting)
+    assert expected_precision(DEFAULT_THRESHOLD) >= TARGET_PRECISION
+    assert expected_precision(0.5) is None and expected_precision(0.887) == expected_precision(DEFAULT_THRESHOLD)
+
+
 def test_union_find_joins_chains() -> None:
     sets = UnionFind()
     for a, b in [(5, 9), (9, 2), (7, 8)]:
