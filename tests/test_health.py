@@ -103,7 +103,7 @@ def test_the_default_threshold_is_the_calibrated_one() -> None:
     from lookalike.health.calibration import CURVE, TARGET_PRECISION
 
     meeting = [threshold for threshold, precision, _ in CURVE if precision >= TARGET_PRECISION]
-    assert DEFAULT_THRESHOLD == min(meeting)
+    assert min(meeting) == DEFAULT_THRESHOLD
     assert expected_precision(DEFAULT_THRESHOLD) >= TARGET_PRECISION
     assert expected_precision(0.5) is None and expected_precision(0.887) == expected_precision(DEFAULT_THRESHOLD)
 
@@ -175,3 +175,23 @@ def test_cli_reports_parse(built_index: Path, tmp_path: Path, samples: Path) -> 
     assert "Likely mislabelled" in (out / "audit.html").read_text()
     bad = runner.invoke(app, ["duplicates", "--index", str(index), "--keep", "newest", "--out", str(out)])
     assert bad.exit_code == 2 and "first-path, largest, oldest" in bad.output
+
+
+@pytest.mark.slow
+def test_health_on_the_milvus_backend(tmp_path: Path, samples: Path) -> None:
+    pytest.importorskip("pymilvus", reason="the milvus backend needs pymilvus + milvus-lite (pip install .[scale])")
+    settings = Settings().replace(**{"index.backend": "milvus", "index.uri": str(tmp_path / "milvus.db")})
+    copy = tmp_path / "copy.jpg"
+    shutil.copy(samples / "catalog" / "Banana" / "Banana_001.jpg", copy)
+    with Engine.create(tmp_path / "milvus.index", settings) as engine:
+        engine.add([samples / "catalog" / name for name in ("Banana", "Milk")], categories=["Banana", "Milk"])
+        (copied,) = engine.add([copy], "Banana").added
+        (planted,) = engine.add([samples / "queries" / "Banana_023.jpg"], "Milk").added
+        group = next(g for g in find_duplicates(engine).groups if copied in [m.id for m in g.members])
+        original = engine.find(samples / "catalog" / "Banana" / "Banana_001.jpg").id
+        assert next(m for m in group.members if m.id == copied).exact_copy_of == original
+        assert (original, copied, 1.0) in group.pairs and len(group.pairs) == len(set(group.pairs))
+        assert any(s.id == planted and s.voted == "Banana" for s in audit(engine).mislabelled)
+        moved = engine.set_category([planted], "Banana").moved[planted]
+        assert engine.item(moved).category == "Banana"
+        assert not any(s.id == moved and s.label == "category" for s in audit(engine).mislabelled)

@@ -142,7 +142,7 @@ def find_duplicates(engine: Engine, settings: DuplicateSettings | None = None) -
     settings = settings or DuplicateSettings()
     started = time.perf_counter()
     edges, last_id = _strong_edges(engine, settings, after_id=-1)
-    edges += [(ids[0], other, 1.0) for ids in exact_copies(engine.items()) for other in ids[1:]]
+    edges += [(ids[0], other, 1.0) for ids in exact_copies(engine.items()) for other in ids[1:]]  # however many
     groups = _groups(engine, edges, settings)
     return _report(engine, settings, groups, last_id, time.perf_counter() - started)
 
@@ -178,6 +178,10 @@ def _strong_edges(
 
 
 def _groups(engine: Engine, edges: list[tuple[int, int, float]], settings: DuplicateSettings) -> list[DuplicateGroup]:
+    strongest: dict[tuple[int, int], float] = {}
+    for a, b, score in edges:  # an exact copy can come from the search and from its hash
+        strongest[(a, b)] = max(score, strongest.get((a, b), -1.0))
+    edges = [(a, b, score) for (a, b), score in strongest.items()]
     sets = UnionFind()
     for a, b, _ in edges:
         sets.union(a, b)
