@@ -195,3 +195,14 @@ def test_health_on_the_milvus_backend(tmp_path: Path, samples: Path) -> None:
         moved = engine.set_category([planted], "Banana").moved[planted]
         assert engine.item(moved).category == "Banana"
         assert not any(s.id == moved and s.label == "category" for s in audit(engine).mislabelled)
+
+
+def test_an_approximate_index_gives_the_exact_groups(engine: Engine, samples: Path, tmp_path: Path) -> None:
+    engine.add([edited_copy(samples, tmp_path / "new")], "Oatghurt")
+    exact = find_duplicates(engine, DuplicateSettings(threshold=0.8))
+    engine.rebuild("hnsw", min_vectors=8)
+    with engine.catalog.searching() as store:
+        assert store.plan(None).approximate  # the shortlist is re-scored from the stored vectors
+    approximate = find_duplicates(engine, DuplicateSettings(threshold=0.8))
+    assert [[m.id for m in g.members] for g in approximate.groups] == [[m.id for m in g.members] for g in exact.groups]
+    assert [g.pairs for g in approximate.groups] == [g.pairs for g in exact.groups]

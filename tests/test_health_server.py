@@ -43,7 +43,8 @@ def test_duplicates_route_lists_groups_with_thumbnails(client: TestClient, plant
     body = answer.json()
     assert body["expected_precision"] is not None and body["images"] == 62
     group = next(g for g in body["groups"] if planted[1] in [m["id"] for m in g["members"]])
-    assert group["kind"] == "exact" and group["keeper"] != planted[1]  # the older one is kept
+    copy = next(m for m in group["members"] if m["id"] == planted[1])
+    assert copy["exact_copy_of"] == group["keeper"] and not copy["keeper"]  # the older one is kept
     member = group["members"][0]
     assert member["thumbnail_url"] == f"/api/thumbnails/{member['id']}" and "/" not in member["name"]
     assert client.get(member["thumbnail_url"]).status_code == 200

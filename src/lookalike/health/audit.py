@@ -18,7 +18,6 @@ from lookalike.errors import SettingsError
 from lookalike.health.neighbours import Neighbours, neighbour_chunks
 
 if TYPE_CHECKING:
-    from lookalike.index import Item
     from lookalike.pipeline import Engine
 
 
@@ -87,33 +86,40 @@ class AuditReport:
 
 
 def audit(engine: Engine, settings: AuditSettings | None = None) -> AuditReport:
-    """Likely mislabelled images (by category, and by product where images carry one) and outliers."""
+    """Likely mislabelled images (by category, and by product where images carry one) and outliers.
+
+    Memory stays at a few numbers per image (labels by id, one score each); only the images listed
+    are read in full."""
     settings = settings or AuditSettings()
     started = time.perf_counter()
-    items = {item.id: item for item in engine.items()}
-    products = {i: item.extra.get("item") for i, item in items.items() if item.extra and item.extra.get("item")}
-    centroids = _category_sums(engine)
+    categories, sums = _category_pass(engine)
+    products = _products(engine)
     mislabelled: list[Suspect] = []
     suspicion: dict[int, float] = {}
-    typicality: list[Outlier] = []
+    typicality: list[tuple[float, int, float, float]] = []  # (-score, id, centroid similarity, density)
     for chunk in neighbour_chunks(engine, settings.k, batch=settings.batch):
         for row, item_id in enumerate(chunk.ids.tolist()):
-            item = items.get(item_id)
-            if item is None:  # added since `items` was read
-                continue
-            votes = _votes(chunk, row, lambda i: items[i].category if i in items else None)
-            suspicion[item_id] = 1.0 - votes.get(item.category, 0.0)
-            mislabelled += _suspect(item, "category", item.category, votes, chunk, row, settings)
+            category = chunk.categories[row]
+            votes = _votes(chunk, row, categories.get)
+            suspicion[item_id] = 1.0 - votes.get(category, 0.0)
+            mislabelled += _suspect(item_id, "category", category, votes, chunk, row, settings)
             if item_id in products:
                 product_votes = _votes(chunk, row, products.get)
-                mislabelled += _suspect(item, "item", products[item_id], product_votes, chunk, row, settings)
-            typicality.append(_typicality(item, chunk, row, centroids))
+                mislabelled += _suspect(item_id, "item", products[item_id], product_votes, chunk, row, settings)
+            typicality.append(_typicality(item_id, category, chunk, row, sums))
     mislabelled.sort(key=lambda s: (-s.share, s.own_share, s.id))
-    typicality.sort(key=lambda o: (-o.score, o.id))
-    listed = int(np.ceil(settings.outlier_fraction * len(typicality)))
+    listed = sorted(typicality)[: int(np.ceil(settings.outlier_fraction * len(typicality)))]
+    items = engine.store.get_many({s.id for s in mislabelled} | {row[1] for row in listed})
+    for suspect in mislabelled:
+        suspect.path = items[suspect.id].path if suspect.id in items else ""
+    outliers = [
+        Outlier(i, items[i].path if i in items else "", categories.get(i), round(similarity, 4), round(density, 4),
+                round(-negative, 4))
+        for negative, i, similarity, density in listed
+    ]  # fmt: skip
     labels = ["category"] + (["item"] if products else [])
     seconds = round(time.perf_counter() - started, 3)
-    return AuditReport(settings, mislabelled, typicality[:listed], suspicion, len(items), seconds, labels)
+    return AuditReport(settings, mislabelled, outliers, suspicion, len(suspicion), seconds, labels)
 
 
 def _votes(chunk: Neighbours, row: int, label_of: Callable[[int], str | None]) -> dict[str | None, float]:
@@ -131,7 +137,7 @@ def _votes(chunk: Neighbours, row: int, label_of: Callable[[int], str | None]) -
 
 
 def _suspect(
-    item: Item,
+    item_id: int,
     kind: str,
     current: str | None,
     votes: dict[str | None, float],
@@ -147,26 +153,42 @@ def _suspect(
     if share < settings.min_share or share <= own:
         return []
     neighbours = [int(i) for i in chunk.neighbour_ids[row] if i >= 0]
-    return [Suspect(item.id, item.path, kind, current, voted, round(share, 4), round(own, 4), neighbours)]
+    return [Suspect(item_id, "", kind, current, voted, round(share, 4), round(own, 4), neighbours)]
 
 
-def _category_sums(engine: Engine) -> dict[str | None, tuple[np.ndarray, int]]:
-    """Each category's vector sum and size (one streaming pass over the stored vectors)."""
+def _category_pass(engine: Engine) -> tuple[dict[int, str | None], dict[str | None, tuple[np.ndarray, int]]]:
+    """Each image's category, and each category's vector sum and size (one pass over the stored vectors)."""
+    categories: dict[int, str | None] = {}
     sums: dict[str | None, tuple[np.ndarray, int]] = {}
-    for _, vectors, categories in engine.store.vectors(engine.catalog.dim):
-        for vector, category in zip(vectors, categories, strict=True):
-            total, count = sums.get(category, (np.zeros_like(vector, dtype=np.float64), 0))
-            sums[category] = (total + vector, count + 1)
-    return sums
+    for ids, vectors, labels in engine.store.vectors(engine.catalog.dim):
+        categories.update(zip(ids.tolist(), labels, strict=True))
+        for label in set(labels):
+            rows = np.array([found == label for found in labels])
+            total, count = sums.get(label, (np.zeros(vectors.shape[1], dtype=np.float64), 0))
+            sums[label] = (total + vectors[rows].sum(axis=0, dtype=np.float64), count + int(rows.sum()))
+    return categories, sums
 
 
-def _typicality(item: Item, chunk: Neighbours, row: int, sums: dict[str | None, tuple[np.ndarray, int]]) -> Outlier:
+def _products(engine: Engine, page: int = 10_000) -> dict[int, str]:
+    """The product id of every image that has one (`extra["item"]`), read page by page."""
+    products: dict[int, str] = {}
+    offset = 0
+    while True:
+        items = engine.items(limit=page, offset=offset)
+        products.update({item.id: item.extra["item"] for item in items if item.extra and item.extra.get("item")})
+        if len(items) < page:
+            return products
+        offset += page
+
+
+def _typicality(
+    item_id: int, category: str | None, chunk: Neighbours, row: int, sums: dict[str | None, tuple[np.ndarray, int]]
+) -> tuple[float, int, float, float]:
     vector = chunk.vectors[row].astype(np.float64)
-    total, count = sums.get(item.category, (vector, 1))
+    total, count = sums.get(category, (vector, 1))
     rest = total - vector  # leave the image itself out of its category's centroid
     norm = np.linalg.norm(rest)
     centroid_similarity = float(vector @ rest / norm) if count > 1 and norm > 0 else 0.0
     scores = chunk.scores[row][np.isfinite(chunk.scores[row])]
     density = float(scores.mean()) if len(scores) else 0.0
-    score = 1.0 - (centroid_similarity + density) / 2
-    return Outlier(item.id, item.path, item.category, round(centroid_similarity, 4), round(density, 4), round(score, 4))
+    return -(1.0 - (centroid_similarity + density) / 2), item_id, centroid_similarity, density

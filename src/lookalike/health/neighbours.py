@@ -58,13 +58,16 @@ def _batches(
 
 
 def _rescore(engine: Engine, queries: np.ndarray, found: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact scores for an approximate shortlist, re-sorted best first."""
-    stored = engine.store.vectors_of(np.unique(found[found >= 0]), dim)
-    scores = np.full(found.shape, -np.inf, dtype=np.float32)
-    for row, (query, candidates) in enumerate(zip(queries, found, strict=True)):
-        for col, candidate in enumerate(candidates):
-            if candidate >= 0 and int(candidate) in stored:
-                scores[row, col] = float(query @ stored[int(candidate)])
+    """Exact scores for an approximate shortlist, re-sorted best first (-inf where no vector is stored)."""
+    unique = np.unique(found[found >= 0])
+    stored = engine.store.vectors_of(unique, dim)
+    matrix = np.stack([stored.get(int(i), np.full(dim, np.nan, np.float32)) for i in unique] or [np.zeros(dim)])
+    positions = np.searchsorted(unique, np.clip(found, 0, None)) if len(unique) else np.zeros_like(found)
+    scores = np.empty(found.shape, dtype=np.float32)
+    for start in range(0, len(found), 128):  # (128, shortlist, dim) candidate vectors at a time
+        rows = slice(start, start + 128)
+        scores[rows] = np.einsum("nd,nkd->nk", queries[rows], matrix[positions[rows]])
+    scores[(found < 0) | np.isnan(scores)] = -np.inf
     order = np.argsort(-scores, axis=1, kind="stable")
     return np.take_along_axis(scores, order, 1), np.take_along_axis(found, order, 1)
 
