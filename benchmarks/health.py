@@ -430,8 +430,9 @@ def plot(methods: list[dict[str, Any]], path: Path) -> None:
 
 
 def write_markdown(payload: dict[str, Any], path: Path) -> None:
-    lines = ["# Catalogue health benchmark", "", f"Machine: {payload['machine']}; load average at start "
-             f"{payload['load_average_start']}, at end {payload['load_average_end']}.", ""]  # fmt: skip
+    loads = {part: payload[part].get("load_average") for part in ("pairs", "audit") if part in payload}
+    lines = ["# Catalogue health benchmark", "", f"Machine: {payload['machine']}; load average (1, 5, 15 min) "
+             f"after each part: {loads}; the cost rows carry their own.", ""]  # fmt: skip
     if "pairs" in payload:
         pairs = payload["pairs"]
         lines += [f"## Near-duplicate pairs ({pairs['pairs']} pairs, {pairs['duplicates']} duplicates)", ""]
@@ -481,7 +482,6 @@ def main() -> None:
 
         kept = json.loads(previous.read_text())
         payload |= {key: kept[key] for key in ("pairs", "audit", "cost") if key in kept}
-        payload["load_average_start"] = kept.get("load_average_start", payload["load_average_start"])
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         if args.part in ("all", "pairs"):
