@@ -724,7 +724,10 @@ def duplicates(
     out: ReportOption = Path("health-report"),
     update: Annotated[
         bool,
-        typer.Option("--update", help="Update the report in --out: search only the images added since it was made."),
+        typer.Option(
+            "--update",
+            help="Update the report in --out (with its settings): search only the images added since it was made.",
+        ),
     ] = False,
 ) -> None:
     """Groups of near-duplicate images (and exact copies), each with a suggested image to keep."""
@@ -743,6 +746,8 @@ def duplicates(
         if update and previous.exists():
             report = update_duplicates(engine, DuplicateReport.from_dict(json.loads(previous.read_text())))
         else:
+            if update:
+                console.print(f"no report in {out} yet: a full pass", highlight=False)
             chosen = DEFAULT_THRESHOLD if threshold is None else threshold
             report = find_duplicates(engine, DuplicateSettings(threshold=chosen, k=k, keep=keep))
         files = write_duplicates(report, out)
