@@ -36,7 +36,7 @@ test: $(STAMP) chromium
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q -rs
 
-# tests/test_browser.py opens the web page in a real browser: Debian's Chromium (about 300 MB with
+# tests/test_browser.py opens the web page in a real browser: Debian's Chromium (about 350 MB with
 # its libraries), never one Playwright would download. Installed through apt-get when missing and we
 # are root (CI: a failed install fails the run), with a line saying so; otherwise, or with
 # BROWSER=skip, the browser test is skipped and says why.
@@ -44,8 +44,8 @@ BROWSER ?= install
 chromium:
 	@if [ ! -x /usr/bin/chromium ] && ! command -v chromium >/dev/null 2>&1; then \
 	  if [ "$(BROWSER)" != skip ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing Chromium (apt-get install chromium, ~300 MB) for the browser test of the web page;" \
-	      "make test BROWSER=skip skips it"; \
+	    echo "installing Chromium (apt-get install chromium, ~350 MB) for the browser test of the web page;" \
+	      "(make test BROWSER=skip installs nothing)"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else \
 	    echo "note: no Chromium (apt-get install chromium): the browser test of the web page will be skipped"; \

@@ -70,3 +70,14 @@ def test_cli_indexes_a_parquet_manifest_on_two_workers(catalogue: Path, tmp_path
         items = engine.items()
         assert len(items) == len(images) - 1
         assert all(item.extra.get("item") == Path(item.path).stem.rsplit("_", 1)[0] for item in items)
+
+
+def test_ray_workers_write_to_a_milvus_lite_index(catalogue: Path, tmp_path: Path) -> None:
+    pytest.importorskip("pymilvus", reason="the milvus backend needs pymilvus + milvus-lite")
+    settings = Settings().replace(**{"index.backend": "milvus", "index.uri": str(tmp_path / "ray.db")})
+    images = sorted((catalogue / "Apple").glob("*.jpg"))
+    with Engine.create(tmp_path / "ray-milvus.index", settings) as engine:
+        # the actors load the folder's models only: the Lite file stays this process's
+        report = engine.add(images, categories="Apple", workers=2)
+        assert len(report.added) == len(images) and not report.failed
+        assert engine.search(images[0], k=1).hits[0].path == str(images[0].resolve())

@@ -193,7 +193,7 @@ def test_training_an_embedding_switches_the_collection_and_other_processes_follo
         first = engine.items()[0]
     with Engine.open(path) as reader, Engine.open(path) as writer:
         before = reader.search(first.path, k=1)
-        writer.train_embedding(HeadSettings(kind="pca", dim=16))
+        writer.train_embedding(HeadSettings(kind="pca", dim=16), force=True)
         assert writer.info()["dim"] == 16 and writer.info()["backend"]["collection"].endswith("_v1")
         after = reader.search(first.path, k=1)  # the reader notices the switch and loads the new model
         assert after.hits[0].id == first.id == before.hits[0].id
@@ -229,3 +229,8 @@ def test_cli_info_and_rebuild_on_milvus(tmp_path: Path) -> None:
         assert engine.search(item.path, k=1).hits[0].id == item.id
     refused = runner.invoke(app, ["rebuild", "--index", str(tmp_path / "r.index"), "--kind", "ivfpq"])
     assert refused.exit_code != 0 and "not offered on the milvus backend" in refused.output
+
+
+def test_ids_are_exact_in_javascript(milvus_index: Path) -> None:
+    with Engine.open(milvus_index) as engine:
+        assert all(0 < item.id < 2**53 for item in engine.items())  # the web page reads ids as JS numbers

@@ -210,6 +210,10 @@ def index(
         str | None,
         typer.Option("--ray", help="Embed on an existing Ray cluster: its address, or `auto` to join the local one."),
     ] = None,
+    model_from: Annotated[
+        Path | None,
+        typer.Option(help="A new index's model from a model folder (`lookalike model export`) or another index."),
+    ] = None,
     wait: WaitOption = True,
     timeout: TimeoutOption = None,
 ) -> None:
@@ -232,7 +236,14 @@ def index(
     }
     settings = build_settings(settings_file, assign or [], **named)
     if rebuild or not (index_path / "settings.json").exists():
-        engine = Engine.create(index_path, settings, overwrite=rebuild, **lock_options(wait, timeout))
+        engine = Engine.create(
+            index_path, settings, overwrite=rebuild, model_from=model_from, **lock_options(wait, timeout)
+        )
+    elif model_from is not None:
+        raise LookalikeError(
+            f"{index_path}: exists; --model-from builds a new index (add --rebuild), "
+            "or re-embed this one with `lookalike model use MODEL --index PATH`"
+        )
     else:
         engine = Engine.open_or_create(index_path, settings, **lock_options(wait, timeout))
     with engine:
@@ -247,7 +258,7 @@ def index(
 @command()
 @friendly_errors
 def search(
-    query: Annotated[Path, typer.Argument(help="The query photo.")],
+    queries: Annotated[list[Path], typer.Argument(help="Query photos, or folders of them.")],
     index_path: IndexOption,
     k: Annotated[int, typer.Option("-k", help="How many results.")] = 5,
     category: Annotated[str | None, typer.Option(help="Search only this category.")] = None,
@@ -259,11 +270,64 @@ def search(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Online stage: the catalogue images most like QUERY."""
+    """Online stage: the catalogue images most like each query photo, all answered by one process
+    (the models load once: the first query's timings show it as `load`).
+
+    --json prints one object for one photo, a list of them for several photos or a folder.
+    Exit status with several photos: 0 when every one was answered; 3 when some could not be read (listed).
+    """
     from lookalike.pipeline import Engine
 
     with Engine.open(index_path) as engine:
-        result = engine.search(query, k=k, category=category, gating=gating)
+        if len(queries) == 1 and not _photo_folder(queries[0]):
+            result = engine.search(queries[0], k=k, category=category, gating=gating)
+            _runtime_note(engine)
+            _print_result(result, as_json)
+            return
+        answered, failed = _search_many(engine, queries, k, category, gating, as_json)
+    if as_json:
+        sys.stdout.write(json.dumps([result.to_dict() for result in answered], indent=2) + "\n")
+    if failed:
+        raise typer.Exit(3)  # finished, with failures (listed)
+
+
+def _photo_folder(path: Path) -> bool:
+    """A folder of query photos: a real folder (links to folders are not followed) with images inside;
+    anything else is searched as one photo, which names the problem when it is none."""
+    from lookalike.io.catalog import scan_folder
+
+    return path.is_dir() and not path.is_symlink() and bool(scan_folder(path, category_depth=0))
+
+
+def _search_many(
+    engine: Any, queries: list[Path], k: int, category: str | None, gating: bool | None, as_json: bool
+) -> tuple[list[Any], list[tuple[str, str]]]:
+    """Every photo of `queries` (folders scanned) searched in turn; unreadable ones listed on stderr."""
+    from lookalike.errors import ImageError
+    from lookalike.io.catalog import expand_paths
+
+    failed: list[tuple[str, str]] = []
+    entries = expand_paths(list(queries), category_depth=0, skipped=failed)
+    if not entries and not failed:
+        raise LookalikeError(f"no image files in {', '.join(str(q) for q in queries)}; expected photos or folders")
+    answered = []
+    for entry in entries:
+        try:
+            result = engine.search(entry.path, k=k, category=category, gating=gating)
+        except ImageError as exc:
+            failed.append((str(entry.path), exc.reason))
+            continue
+        if len(answered) == 0:
+            _runtime_note(engine)
+        answered.append(result)
+        if not as_json:
+            _print_result(result, as_json)
+    for path, reason in failed:
+        errors.print(f"[bold red]failed:[/] {path}: {reason}", highlight=False, soft_wrap=True)
+    return answered, failed
+
+
+def _print_result(result: Any, as_json: bool) -> None:
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
         return
@@ -271,6 +335,12 @@ def search(
     if "classification" in result.details:
         console.print(classification_line(result.details["classification"], result.searched_categories))
     console.print(timings_line(result.timings))
+
+
+def _runtime_note(engine: Any) -> None:
+    """Say so on stderr when the embedder runs on torch although the index asks for onnxruntime."""
+    if engine.featurizer.runtime_note:
+        errors.print(f"note: {engine.featurizer.runtime_note}", highlight=False, soft_wrap=True)
 
 
 def classification_line(classification: dict[str, Any], searched: list[str] | None) -> str:
@@ -1049,6 +1119,50 @@ def _rows_table(title: str, columns: list[str], rows: list[list[str]]) -> Any:
 def _product_of(path: Path) -> str:
     """Sample files are named <product>_<number>.jpg."""
     return path.stem.rsplit("_", 1)[0]
+
+
+model_app = typer.Typer(
+    help="Carry a tuned model between indexes: export it, or re-embed an index with one.",
+    no_args_is_help=True,
+    cls=_Group,
+)
+app.add_typer(model_app, name="model")
+
+
+@model_app.command("export", cls=_Command)
+@friendly_errors
+def model_export(
+    folder: Annotated[Path, typer.Argument(help="A new folder for the model.")],
+    index_path: IndexOption,
+) -> None:
+    """Write the index's model (backbone, fine-tuned tail, learned transform, settings, fingerprint)."""
+    from lookalike.pipeline import Engine
+
+    with Engine.open(index_path) as engine:
+        record = engine.export_model(folder)
+    console.print(f"exported {record['description']} ({record['dim']}-d) to {folder}", highlight=False)
+
+
+@model_app.command("use", cls=_Command)
+@friendly_errors
+def model_use(
+    model: Annotated[Path, typer.Argument(help="A model folder (`lookalike model export`) or another index.")],
+    index_path: IndexOption,
+    wait: WaitOption = True,
+    timeout: TimeoutOption = None,
+) -> None:
+    """Re-embed every image of the index with a carried model; queries then use it too."""
+    from lookalike.pipeline import Engine
+
+    with Engine.open(index_path, **lock_options(wait, timeout)) as engine:
+        progress, update = _progress_bar("re-embedding")
+        with progress:
+            report = engine.use_model(model, on_stage=lambda stage, done, total: update(done, total))
+    console.print(
+        f"re-embedded {report['images']} images with {report['model']} ({report['dim']}-d) "
+        f"in {report['seconds']:.1f} s",
+        highlight=False,
+    )
 
 
 def main() -> None:

@@ -3,7 +3,8 @@
 `lookalike index CATALOG --index I --workers N` starts a local Ray cluster of N worker processes;
 `--ray ADDRESS` (or `auto`) joins an existing cluster, where every node must read the image paths and
 the index folder's settings and model files at the same path (shared storage, or a copy). Each actor
-opens the index once (its models load once per actor, one intra-op thread each), hashes each file
+loads the folder's featurizer once (never the catalogue: the driver alone writes; one intra-op
+thread each), checks it makes the driver's vectors, hashes each file
 and embeds only what is new or changed; the driver holds the index's write lock and commits results
 in large batches as they stream back, so a job stopped halfway resumes without re-embedding what
 was written (unchanged files are recognised by path and content hash). Bad files come back as
@@ -51,23 +52,66 @@ def start_ray(workers: int | None, address: str | None) -> Any:
     return ray
 
 
+def load_featurizer(index_path: Path, fingerprint: dict[str, Any], threads: int = 1) -> Any:
+    """The index folder's featurizer (settings, tuned backbone, transform, the re-rankers that store
+    data), without opening its catalogue: a Milvus Lite file serves one process, and workers only
+    embed. Refused unless it makes the vectors `fingerprint` names (the driver's)."""
+    from lookalike.errors import IndexMismatchError
+    from lookalike.featurizer import Featurizer, mismatch_message
+    from lookalike.index.folder import SETTINGS_FILE
+    from lookalike.rerank import create_reranker
+    from lookalike.settings import Settings
+
+    settings = Settings.from_json(index_path / SETTINGS_FILE)
+    settings = settings.replace(**{"embed.threads": threads, "localize.threads": threads})
+    describers = [create_reranker(name, settings) for name in settings.rerank.chain]
+    featurizer = Featurizer.load(index_path, settings, describers=[d for d in describers if d.needs.describes])
+    if featurizer.fingerprint() != fingerprint:
+        raise IndexMismatchError(mismatch_message(index_path, fingerprint, featurizer.fingerprint()))
+    return featurizer
+
+
+def featurize_rows(featurizer: Any, rows: Sequence[dict[str, str]]) -> list[dict[str, Any]]:
+    """Each row's file hashed, and described unless its hash is the row's `known_hash`:
+    {"path", "status": ok / unchanged / failed, "reason", "digest", "vector", "blobs"} per row, in order."""
+    from lookalike.errors import ImageError
+    from lookalike.io.images import file_hash, load_image
+
+    results: list[dict[str, Any]] = []
+    pending: list[tuple[dict[str, Any], Any]] = []
+    for row in rows:
+        result: dict[str, Any] = {"path": row["path"], "status": "failed"}
+        results.append(result)
+        try:
+            result["digest"] = file_hash(Path(row["path"]))
+            if result["digest"] == row.get("known_hash"):
+                result["status"] = "unchanged"
+                continue
+            pending.append((result, load_image(Path(row["path"]))))
+        except ImageError as exc:
+            result["reason"] = exc.reason
+        except OSError as exc:
+            result["reason"] = f"cannot read the file ({exc.strerror or exc})"
+    if pending:
+        described = featurizer.describe([image for _, image in pending])
+        for (result, _), features in zip(pending, described, strict=True):
+            result.update(status="ok", vector=features.vector, blobs=features.blobs)
+    return results
+
+
 class FeaturizeActor:
     """One Ray actor: the index's featurizer, loaded once; rows in, features (or the failure) out."""
 
-    def __init__(self, index_path: str) -> None:
-        import torch
-
-        torch.set_num_threads(1)  # one process per core: more threads only fight over the cores
-        from lookalike.pipeline import Engine
-
-        self.engine = Engine.open(index_path)
+    def __init__(self, index_path: str, fingerprint: dict[str, Any]) -> None:
+        # one intra-op thread: one process per core, more threads only fight over the cores
+        self.featurizer = load_featurizer(Path(index_path), fingerprint, threads=1)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
         rows = [
             {"path": str(path), "known_hash": str(known)}
             for path, known in zip(batch["path"], batch["known_hash"], strict=True)
         ]
-        results = self.engine.featurize_rows(rows)
+        results = featurize_rows(self.featurizer, rows)
         return {
             "path": [r["path"] for r in results],
             "status": [r["status"] for r in results],
@@ -78,7 +122,12 @@ class FeaturizeActor:
 
 
 def featurize_on_ray(
-    index_path: Path, rows: Sequence[dict[str, str]], *, workers: int | None, address: str | None
+    index_path: Path,
+    fingerprint: dict[str, Any],
+    rows: Sequence[dict[str, str]],
+    *,
+    workers: int | None,
+    address: str | None,
 ) -> Iterator[dict[str, Any]]:
     """Each row's result ({"path", "status": ok / unchanged / failed, "reason", "digest", "vector",
     "blobs"}) as the actors finish them (in no particular order)."""
@@ -88,7 +137,7 @@ def featurize_on_ray(
     pool = max(1, workers or int(ray.cluster_resources().get("CPU", 1)))
     dataset = ray.data.from_items(list(rows)).map_batches(
         FeaturizeActor,
-        fn_constructor_kwargs={"index_path": str(index_path)},
+        fn_constructor_kwargs={"index_path": str(index_path), "fingerprint": fingerprint},
         compute=ActorPoolStrategy(size=pool),
         batch_size=ROWS_PER_TASK,
         num_cpus=1,

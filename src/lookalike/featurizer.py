@@ -13,11 +13,20 @@ Its fingerprint is a JSON object computed once: which embedder weights, tuning, 
 mode and transform made a vector. An index records it and refuses vectors from any other. Training
 an embedding makes a new featurizer (`with_tuning`, `with_transform`) that the engine swaps in once
 every vector is re-embedded; nothing here writes to the index's database.
+
+The embedder runs where `embed.runtime` says: "onnx" (the default) runs the ONNX export saved in
+`<index>/onnx/` with onnxruntime, so a search never imports torch; a featurizer that may write
+(`allow_export`: creating an index, training, any write) exports the torch embedder first when the
+folder has no export for these weights, and one that only reads falls back to torch with a note
+(`runtime_note`). With localisation on, the whole image is embedded on the featurizer's small
+thread pool while the segmenter runs (both runtimes release the GIL).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +36,7 @@ from PIL import Image
 
 from lookalike._timing import Timer
 from lookalike.embed.train import RAW_BLOB  # the backbone vector, kept beside a transformed one
+from lookalike.errors import MissingDependency
 from lookalike.settings import Settings
 
 FeatureMode = Literal["whole", "object", "both"]
@@ -61,36 +71,94 @@ class Featurizer:
         localizer: Any = None,
         embedder: Any = None,
         embedder_fingerprint: str | None = None,
+        export: Any = None,  # lookalike.embed.runtime.OnnxExport: the embedder exported to ONNX
+        export_note: str | None = None,  # why there is no export, when there is none
+        may_export: bool = False,
     ) -> None:
         self.settings = settings
         self.tuning = tuning
         self.transform = transform
         self.describers = [d for d in describers if d.needs.describes]
+        self.export = export
+        self.may_export = may_export  # export the torch embedder when there is no usable export
+        self.concurrent = True  # embed the whole image while the segmenter runs (A/B: benchmarks/latency.py)
+        self.runtime_note: str | None = None  # why the embedder runs on torch although embed.runtime is "onnx"
+        self._export_note = export_note
         self._localizer = localizer
         self._embedder = embedder
         self._embedder_fingerprint = embedder_fingerprint  # the pretrained weights', before any tuning
         self._fingerprint: dict[str, Any] | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     @classmethod
     def load(cls, folder: Path, settings: Settings, describers: Sequence[Any] = ()) -> Featurizer:
-        """The featurizer of an index folder: its settings' models, its `backbone/` and `head/`."""
+        """The featurizer of an index folder: its settings' models, its `backbone/`, `head/` and `onnx/`."""
         from lookalike.embed.finetune import load_index_tuning
+        from lookalike.embed.runtime import load_index_export
         from lookalike.embed.train import load_index_transform
 
+        export, note = load_index_export(folder) if settings.embed.runtime == "onnx" else (None, None)
         return cls(
-            settings, tuning=load_index_tuning(folder), transform=load_index_transform(folder), describers=describers
+            settings,
+            tuning=load_index_tuning(folder),
+            transform=load_index_transform(folder),
+            describers=describers,
+            export=export,
+            export_note=note,
         )
 
     def save(self, folder: Path, previous: Featurizer | None = None) -> None:
-        """Write the learned parts into an index folder (`backbone/`, `head/`), removing absent ones;
-        parts that `previous` (the featurizer that folder holds) shares with this one are left as they are."""
+        """Write the learned parts into an index folder (`backbone/`, `head/`, `onnx/`), removing absent
+        ones; parts that `previous` (the featurizer that folder holds) shares with this one are left as they are."""
         from lookalike.embed.finetune import install_tuning
+        from lookalike.embed.runtime import install_export
         from lookalike.embed.train import install_head
 
         if previous is None or previous.transform is not self.transform:
             install_head(folder, self.transform)
         if previous is None or previous.tuning is not self.tuning:
             install_tuning(folder, self.tuning)
+        self.embedder  # noqa: B018  (resolves the runtime: exports now when it may and should)
+        if previous is None or previous.export is not self.export:
+            install_export(folder, self.export)
+
+    def allow_export(self) -> Any:
+        """Let this featurizer export its embedder to ONNX (it belongs to a writer); returns a new export
+        made now, for the caller to save (`lookalike.embed.runtime.install_export`), or None."""
+        self.may_export = True
+        before = self.export
+        if self._embedder is not None and getattr(self._embedder, "runtime", None) == "torch":
+            self._embedder = self._on_runtime(self._embedder)  # the torch embedder chosen when it could not export
+        self.embedder  # noqa: B018
+        return self.export if self.export is not before else None
+
+    @property
+    def loaded(self) -> bool:
+        """Whether every model a query needs is loaded (the first query's `load` stage otherwise)."""
+        embedder_ready = self._embedder is not None and getattr(self._embedder, "loaded", True)
+        segmenter = None if self._localizer is None else self._localizer._segmenter
+        return embedder_ready and (not self.localizes or getattr(segmenter, "loaded", segmenter is not None))
+
+    def load_models(self) -> None:
+        """Load every model a query needs now: the embedder's network or session, the segmenter's."""
+        embedder = self.embedder
+        if hasattr(embedder, "load"):
+            embedder.load()
+        if self.localizes:
+            segmenter = self.localizer.segmenter
+            if hasattr(segmenter, "load"):
+                segmenter.load()
+
+    @property
+    def runtime(self) -> str:
+        """Where the embedder runs: "onnx" (onnxruntime) or "torch"."""
+        return str(getattr(self.embedder, "runtime", "onnx"))
+
+    def close(self) -> None:
+        """Stop the thread pool (models stay loaded)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
 
     # -- what it makes
     @property
@@ -140,8 +208,34 @@ class Featurizer:
             self._embedder_fingerprint = embedder.fingerprint()
             if self.tuning is not None:
                 embedder.set_tuning(self.tuning)
-            self._embedder = embedder
+            self._embedder = self._on_runtime(embedder)
         return self._embedder
+
+    def _on_runtime(self, embedder: Any) -> Any:
+        """The embedder to run: the ONNX export of `embedder` (a torch one) on onnxruntime when
+        `embed.runtime` is "onnx" and there is, or may be made, an export of these weights; else `embedder`."""
+        if self.settings.embed.runtime != "onnx" or not hasattr(embedder, "network_module"):
+            return embedder  # torch asked for, or an embedder that runs on onnxruntime already (model "onnx")
+        from lookalike.embed.runtime import ExportError, OrtEmbedder, export_embedder
+
+        source = embedder.fingerprint()
+        if self.export is not None and self.export.source != source:
+            self._export_note = (
+                f"the ONNX export was made from embedder {self.export.source}, not from {source} (this index's)"
+            )
+            self.export = None
+        if self.export is None and self.may_export:
+            try:
+                self.export = export_embedder(embedder)
+                self._export_note = None
+            except (ExportError, MissingDependency) as exc:
+                self._export_note = str(exc)
+        if self.export is None:
+            fix = "" if self.may_export else "; any write (or `lookalike check --repair`) exports it"
+            self.runtime_note = f"the embedder runs on torch: {self._export_note}{fix}"
+            return embedder
+        self.runtime_note = None
+        return OrtEmbedder(self.export, self.settings.embed, threads=self.settings.embed.threads)
 
     def embedder_fingerprint(self) -> str:
         """The pretrained embedder's fingerprint (weights, preprocessing), without the tuning."""
@@ -166,8 +260,11 @@ class Featurizer:
 
     # -- new featurizers (training)
     def with_tuning(self, tuning: Any) -> Featurizer:
-        """The same localiser with a fine-tuned (or, with None, the pretrained) backbone and no transform."""
-        return Featurizer(self.settings, tuning=tuning, describers=self.describers, localizer=self._localizer)
+        """The same localiser with a fine-tuned (or, with None, the pretrained) backbone and no transform;
+        it belongs to a writer, so it exports its embedder to ONNX on first use (embed.runtime "onnx")."""
+        return Featurizer(
+            self.settings, tuning=tuning, describers=self.describers, localizer=self._localizer, may_export=True
+        )
 
     def with_transform(self, transform: Any) -> Featurizer:
         """The same models with another learned transform (None: the backbone's vectors)."""
@@ -179,6 +276,9 @@ class Featurizer:
             localizer=self._localizer,
             embedder=self._embedder,
             embedder_fingerprint=self._embedder_fingerprint,
+            export=self.export,
+            export_note=self._export_note,
+            may_export=self.may_export,
         )
 
     # -- features
@@ -187,13 +287,14 @@ class Featurizer:
     ) -> list[Features]:
         """The features of decoded images; `describers` (default: this featurizer's) add their blobs."""
         timer = timer or Timer()
-        located = []
-        if self.localizes:
-            with timer.stage("localize"):
-                located = [self.localizer.localize(image) for image in images]
-        with timer.stage("embed"):
-            raw = self.raw_vectors(images, located)
-            vectors = raw if self.transform is None else self.transform.transform(raw)
+        if not self.loaded:
+            with timer.stage("load"):
+                self.load_models()
+        located, raw = self._localize_and_embed(images, timer, localize=self.localizes)
+        vectors = raw
+        if self.transform is not None:
+            with timer.stage("transform"):
+                vectors = self.transform.transform(raw)
         features = [Features(vector) for vector in vectors]
         if self.transform is not None:  # kept so that a new transform never needs the image again
             for item, raw_vector in zip(features, raw, strict=True):
@@ -208,30 +309,57 @@ class Featurizer:
                     item.blobs.update(describer.describe(image, item.localization))
         return features
 
-    def raw_vectors(self, images: Sequence[Image.Image], located: Sequence[Any] = ()) -> np.ndarray:
-        """Backbone vectors by the feature mode; `located` holds each image's localisation when it is on."""
+    def _localize_and_embed(
+        self, images: Sequence[Image.Image], timer: Timer, *, localize: bool
+    ) -> tuple[list[Any], np.ndarray]:
+        """(localisations, backbone vectors by the feature mode). The whole images are embedded on the
+        thread pool while the segmenter runs, when the mode needs both."""
+        if not localize and self.mode == "whole":
+            with timer.stage("embed"):
+                return [], self.embedder.embed(images)
+        whole: Future[np.ndarray] | None = None
+        if self.mode != "object" and self.concurrent:
+            whole = self._thread_pool().submit(self._timed_embed, images, timer)
+        try:
+            with timer.stage("localize"):
+                located = [self.localizer.localize(image) for image in images]
+        finally:
+            whole_vectors = whole.result() if whole is not None else None
+        if self.mode != "object" and whole_vectors is None:
+            whole_vectors = self._timed_embed(images, timer)
+        if self.mode == "whole":
+            return located, whole_vectors
+        cutouts = self._timed_embed([found.cutout for found in located], timer)
+        if self.mode == "object":
+            return located, cutouts
         from lookalike.embed import l2_normalize
 
-        if self.mode == "whole":
+        return located, l2_normalize(np.hstack([whole_vectors, cutouts]))
+
+    def _timed_embed(self, images: Sequence[Image.Image], timer: Timer) -> np.ndarray:
+        with timer.stage("embed"):
             return self.embedder.embed(images)
-        cutouts = [found.cutout for found in located]
-        if len(cutouts) != len(images):
-            raise ValueError(f"feature mode {self.mode!r} needs one localisation per image")
-        if self.mode == "object":
-            return self.embedder.embed(cutouts)
-        both = self.embedder.embed(list(images) + cutouts)
-        return l2_normalize(np.hstack([both[: len(images)], both[len(images) :]]))
+
+    def _thread_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            workers = min(8, (os.cpu_count() or 1) + 2)  # one per query being localised at once
+            self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lookalike-embed")
+        return self._pool
 
     def embed_files(self, paths: Sequence[str], progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Final vectors of image files, a batch at a time; an unreadable file raises `ImageError` naming it."""
+        raw = self.raw_files(paths, progress)
+        return raw if self.transform is None else self.transform.transform(raw)
+
+    def raw_files(self, paths: Sequence[str], progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Backbone vectors of image files (before the learned transform), a batch at a time."""
         from lookalike.io.images import load_image
 
-        chunks = [np.zeros((0, self.dim), np.float32)]
+        chunks = [np.zeros((0, self.raw_dim), np.float32)]
         for start in range(0, len(paths), FILE_BATCH):
             images = [load_image(path) for path in paths[start : start + FILE_BATCH]]
-            located = [self.localizer.localize(image) for image in images] if self.mode != "whole" else []
-            raw = self.raw_vectors(images, located)
-            chunks.append(raw if self.transform is None else self.transform.transform(raw))
+            _, raw = self._localize_and_embed(images, Timer(), localize=self.mode != "whole")
+            chunks.append(raw)
             if progress:
                 progress(min(start + FILE_BATCH, len(paths)), len(paths))
         return np.concatenate(chunks)

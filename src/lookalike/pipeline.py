@@ -14,7 +14,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +73,7 @@ class Engine:
         self._rerankers: list[Reranker] | None = None
         self._refreshed_generation = -1
         self._classifier: IndexClassifier | None = None
+        self.threads: int | None = None  # the models' intra-op threads in this process (Engine.open)
 
     @property
     def store(self) -> MetadataStore:
@@ -87,24 +88,40 @@ class Engine:
     # -- life cycle
     @classmethod
     def create(
-        cls, path: str | Path, settings: Settings | None = None, *, overwrite: bool = False, **options: Any
+        cls,
+        path: str | Path,
+        settings: Settings | None = None,
+        *,
+        overwrite: bool = False,
+        model_from: str | Path | None = None,
+        **options: Any,
     ) -> Engine:
         """Make a new, empty index at `path` (a folder) built with `settings`.
 
         It is built in a staging folder and renamed into place when complete, so an interrupted
         creation leaves no half index; `overwrite=True` replaces an existing (or half-created) index,
-        only once the new one is complete. `options` are `open`'s (lock_timeout, on_wait).
+        only once the new one is complete. `model_from` (a model folder from `export_model`, or another
+        index) carries a tuned model: its backbone, transform and `embed`/`localize` settings.
+        `options` are `open`'s (lock_timeout, on_wait).
         """
         path = Path(path)
         settings = _with_backend_defaults(settings or Settings(), path)
+        if model_from is not None:
+            from lookalike.carry import model_settings
+
+            settings = model_settings(Path(model_from), settings)
         _check_creatable(path, overwrite)
         _check_backend_creatable(settings, overwrite)
         staging = staging_folder(path)
         try:
             engine = cls(staging, settings, create=True)
             with engine:
+                if model_from is not None:
+                    engine._featurizer = engine._carried_featurizer(Path(model_from), settings)
                 featurizer = engine.featurizer
+                featurizer.allow_export()  # embed.runtime "onnx": export the embedder with the index
                 engine.catalog.initialise(featurizer.dim, featurizer.fingerprint())
+                featurizer.save(staging)
                 settings.to_json(staging / SETTINGS_FILE)
             swap_in(staging, path)
         except BaseException:
@@ -116,13 +133,20 @@ class Engine:
 
     @classmethod
     def open(
-        cls, path: str | Path, *, lock_timeout: float | None = None, on_wait: WaitCallback | None = None
+        cls,
+        path: str | Path,
+        *,
+        lock_timeout: float | None = None,
+        on_wait: WaitCallback | None = None,
+        threads: int | None = None,
     ) -> Engine:
         """Reopen an index with the settings that built it.
 
         Writes take the index's inter-process lock: `lock_timeout` is how long to wait for another
         writer (None: as long as it takes; 0: fail at once with `IndexBusyError`), `on_wait(holder)`
-        is told who holds it when waiting starts.
+        is told who holds it when waiting starts. `threads` sets the models' intra-op threads for this
+        process (embed.threads, localize.threads) without changing the index's settings: a server
+        answering many queries at once runs each on one thread.
         """
         path = Path(path)
         state = folder_state(path)
@@ -139,6 +163,7 @@ class Engine:
             )
         engine = cls(path, Settings.from_json(path / SETTINGS_FILE))
         engine._write_lock.timeout, engine._write_lock.on_wait = lock_timeout, on_wait
+        engine.threads = threads
         return engine
 
     @classmethod
@@ -156,6 +181,8 @@ class Engine:
         return cls.create(path, settings, **options)
 
     def close(self) -> None:
+        if self._featurizer is not None:
+            self._featurizer.close()
         self.catalog.close()
 
     def present(self) -> bool:
@@ -363,7 +390,10 @@ class Engine:
     def featurizer(self) -> Featurizer:
         """Image -> vector for this index: its models, fine-tuned backbone and learned transform."""
         if self._featurizer is None:
-            self._featurizer = Featurizer.load(self.path, self.settings, describers=self._get_rerankers())
+            settings = self.settings
+            if self.threads is not None:
+                settings = settings.replace(**{"embed.threads": self.threads, "localize.threads": self.threads})
+            self._featurizer = Featurizer.load(self.path, settings, describers=self._get_rerankers())
         return self._featurizer
 
     def info(self) -> dict[str, Any]:
@@ -378,6 +408,7 @@ class Engine:
             "vector_index": described,
             "dim": self._dim,
             "embedder": self.store.get_meta("embedder"),
+            "runtime": {"embedder": self.featurizer.runtime, "note": self.featurizer.runtime_note},
             "head": self.store.get_meta("head"),
             "classifier": self._category_classifier().status(self.store),
             "generation": self.store.generation,
@@ -416,10 +447,26 @@ class Engine:
         try:
             self._check_featurizer(self.featurizer)
             report.notes.append("models: " + describe_fingerprint(self.featurizer.fingerprint()))
+            self._check_runtime(report, repair)
         except LookalikeError as exc:
             report.problems.append(str(exc))
         check_files(self.store, report, hashes=hashes)
         return report
+
+    def _check_runtime(self, report: CheckReport, repair: bool) -> None:
+        """Where queries embed: a missing ONNX export is a note (queries use torch), made by `repair`."""
+        featurizer = self.featurizer
+        if featurizer.runtime_note is not None and repair and featurizer.settings.embed.runtime == "onnx":
+            note = featurizer.runtime_note
+            with self._writing("exporting the embedder to ONNX"):
+                featurizer = self.featurizer  # a writer exports a missing export (_export_if_missing)
+            if featurizer.export is not None:
+                report.repaired.append(f"{note}; exported it to {self.path / 'onnx'}")
+                return
+        if featurizer.runtime_note is not None:
+            report.notes.append(featurizer.runtime_note)
+        else:
+            report.notes.append(f"embedder runtime: {featurizer.runtime}")
 
     # -- vector index maintenance
     def rebuild(self, kind: str | None = None, **changes: Any) -> dict[str, Any]:
@@ -438,9 +485,7 @@ class Engine:
         with self._writing("rebuilding the vector index"):
             vectors = self.catalog.rebuild(settings.index)
             if settings != self.settings:  # after the snapshot: a crash in between rebuilds the old kind
-                temporary = self.path / (SETTINGS_FILE + ".tmp")
-                settings.to_json(temporary)
-                temporary.replace(self.path / SETTINGS_FILE)
+                _save_settings(self.path, settings)
                 self.settings = settings
         seconds = time.perf_counter() - started
         return {"kind": settings.index.kind, "vectors": vectors.count(), "seconds": seconds,
@@ -557,6 +602,51 @@ class Engine:
             current = train.held_out_report(l2_normalize(np.stack([stored[i] for i in held_ids])), names)
         train.judge(report, current, in_use, force)
 
+    # -- carrying a model between indexes
+    def export_model(self, folder: str | Path) -> dict[str, Any]:
+        """Write this index's model (backbone, fine-tuned tail, learned transform, their settings and
+        fingerprint) into a new folder, for `Engine.create(model_from=)` or `use_model` elsewhere."""
+        from lookalike.carry import export_model
+
+        self._catch_up()
+        featurizer = self.featurizer
+        self._check_featurizer(featurizer)
+        return export_model(featurizer, Path(folder))
+
+    def use_model(self, source: str | Path, *, on_stage: StageCallback | None = None) -> dict[str, Any]:
+        """Re-embed every image with the model at `source` (a model folder or another index) and keep
+        it: queries then use it too. Its `embed`/`localize` settings replace this index's."""
+        from lookalike.carry import differs, model_settings
+
+        source = Path(source)
+        settings = model_settings(source, self.settings)
+        started = time.perf_counter()
+        with self._writing("re-embedding with a carried model"):
+            featurizer = self._carried_featurizer(source, settings)
+            featurizer.allow_export()
+            ids, paths = self._catalogue_paths()
+            done = None if on_stage is None else (lambda count, total: on_stage("re-embedding", count, total))
+            raw = featurizer.raw_files(paths, progress=done)
+            transform = featurizer.transform
+            vectors = raw if transform is None else transform.transform(raw)
+            meta = {"carried_from": str(source.resolve())}
+            self._install(featurizer, ids, vectors, None if transform is None else raw, meta)
+            if differs(settings, self.settings):  # after the vectors: a crash in between is refused, not mixed
+                _save_settings(self.path, settings)
+                self.settings = settings
+        return {"images": len(ids), "dim": featurizer.dim, "seconds": time.perf_counter() - started,
+                "model": describe_fingerprint(featurizer.fingerprint())}  # fmt: skip
+
+    def _carried_featurizer(self, source: Path, settings: Settings) -> Featurizer:
+        from lookalike.carry import load_model
+
+        describers = [reranker for reranker in self._get_rerankers() if reranker.needs.describes]
+        if self.threads is not None:
+            settings = settings.replace(**{"embed.threads": self.threads, "localize.threads": self.threads})
+        featurizer = load_model(source, settings, describers=describers)
+        featurizer.may_export = True  # it belongs to a writer: it may export its embedder to ONNX
+        return featurizer
+
     def remove_embedding(self) -> bool:
         """Drop the learned transform or fine-tuned backbone and restore the pretrained backbone's
         vectors (a fine-tuned one re-embeds every image from its file); False when there was none."""
@@ -645,7 +735,23 @@ class Engine:
         with self._write_lock.hold(what):
             self._check_still_there()
             self._catch_up()
+            self._export_if_missing()
             yield
+
+    def _export_if_missing(self) -> None:
+        """A writer exports the embedder to ONNX when the folder has no export of its weights (an index
+        made by an older version, or with embed.runtime "torch" then changed): later searches skip torch."""
+        from lookalike.embed.runtime import install_export
+
+        featurizer = self.featurizer
+        if featurizer.settings.embed.runtime != "onnx" or featurizer.export is not None:
+            return
+        try:
+            made = featurizer.allow_export()
+        except LookalikeError:  # models that do not fit the index: the write reports it when it needs them
+            return
+        if made is not None:
+            install_export(self.path, made)
 
     def _check_still_there(self) -> None:
         """A folder deleted or moved while open would take every later write with it: refuse them."""
@@ -665,7 +771,15 @@ class Engine:
     def _describe(
         self, images: Sequence[Image.Image], timer: Timer | None = None, describers: Sequence[Any] | None = None
     ) -> list[Features]:
-        """The featurizer's features of images, once it is known to make this index's vectors."""
+        """The featurizer's features of images, once it is known to make this index's vectors; reading its
+        models' files and checking their fingerprints (the first query's) is timed as `load`."""
+        timer = timer or Timer()
+        loading = self._featurizer is None or not self._featurizer.loaded
+        with timer.stage("load") if loading else nullcontext():
+            featurizer = self._checked_featurizer()
+        return featurizer.describe(images, timer, describers)
+
+    def _checked_featurizer(self) -> Featurizer:
         featurizer = self.featurizer
         try:
             self._check_featurizer(featurizer)
@@ -675,7 +789,7 @@ class Engine:
                 self.catalog.reset(int(self.store.get_meta("dim") or 0))
             featurizer = self.featurizer
             self._check_featurizer(featurizer)
-        return featurizer.describe(images, timer, describers)
+        return featurizer
 
     def _check_featurizer(self, featurizer: Featurizer) -> None:
         if self._dim and featurizer.dim != self._dim:
@@ -809,30 +923,6 @@ class Engine:
         ]
         self._commit_batch(new, known, report)
 
-    def featurize_rows(self, rows: Sequence[dict[str, str]]) -> list[dict[str, Any]]:
-        """For distributed indexing (a Ray actor's work): each row's file hashed, and embedded unless
-        its hash is the row's `known_hash`; {"path", "status": ok / unchanged / failed, "reason",
-        "digest", "vector", "blobs"} per row, in order."""
-        results: list[dict[str, Any]] = []
-        pending: list[tuple[dict[str, Any], Image.Image]] = []
-        for row in rows:
-            result: dict[str, Any] = {"path": row["path"], "status": "failed"}
-            results.append(result)
-            try:
-                result["digest"] = file_hash(Path(row["path"]))
-                if result["digest"] == row.get("known_hash"):
-                    result["status"] = "unchanged"
-                    continue
-                pending.append((result, load_image(Path(row["path"]))))
-            except ImageError as exc:
-                result["reason"] = exc.reason
-            except OSError as exc:
-                result["reason"] = f"cannot read the file ({exc.strerror or exc})"
-        if pending:
-            for (result, _), features in zip(pending, self._describe([image for _, image in pending]), strict=True):
-                result.update(status="ok", vector=features.vector, blobs=features.blobs)
-        return results
-
     def _add_distributed(
         self,
         entries: list[CatalogEntry],
@@ -851,7 +941,9 @@ class Engine:
             known.update(self.store.known_paths(list(by_path)[start : start + 1_000]))
         rows = [{"path": path, "known_hash": known.get(path, (0, ""))[1]} for path in by_path]
         batch: list[NewItem] = []
-        results = featurize_on_ray(self.path, rows, workers=workers, address=ray_address)
+        self._check_featurizer(self.featurizer)  # the actors load the folder's models: they must make these vectors
+        fingerprint = self.featurizer.fingerprint()
+        results = featurize_on_ray(self.path, fingerprint, rows, workers=workers, address=ray_address)
         for done, result in enumerate(results, start=1):
             path = result["path"]
             if result["status"] == "unchanged":
@@ -901,6 +993,13 @@ def _check_creatable(path: Path, overwrite: bool) -> None:
         )
     if state == "half" and not overwrite:
         raise LookalikeError(half_created_message(path))
+
+
+def _save_settings(path: Path, settings: Settings) -> None:
+    """settings.json replaced atomically."""
+    temporary = path / (SETTINGS_FILE + ".tmp")
+    settings.to_json(temporary)
+    temporary.replace(path / SETTINGS_FILE)
 
 
 def _index_files_present(path: Path) -> bool:

@@ -29,9 +29,15 @@ class EmbedSettings:
     grayscale: bool = False  # "shape only": grey expanded back to three channels
     gem_p: float = 3.0
     batch_size: int = 4  # 1-4 images per batch is fastest per image on a 2-core CPU
+    # "onnx": the embedder exported to ONNX with the index and run by onnxruntime (searching never imports
+    # torch; ~12 ms against torch's ~43 ms per image on one thread, docs/speed.md); "torch": PyTorch
+    runtime: Literal["onnx", "torch"] = "onnx"
+    threads: int | None = None  # the embedder's intra-op threads (onnxruntime); None = one per core
 
     def validate(self) -> None:
         _check(self.input_size >= 32, f"embed.input_size must be >= 32, got {self.input_size}")
+        _check(self.runtime in ("onnx", "torch"), f"embed.runtime must be 'onnx' or 'torch', got {self.runtime!r}")
+        _check(self.threads is None or self.threads >= 1, f"embed.threads must be >= 1 or None, got {self.threads}")
         _check(self.gem_p >= 1.0, f"embed.gem_p must be >= 1 (1 = average pooling), got {self.gem_p}")
         _check(self.batch_size >= 1, f"embed.batch_size must be >= 1, got {self.batch_size}")
 

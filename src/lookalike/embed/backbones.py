@@ -53,19 +53,44 @@ class TorchEmbedder:
         self._fingerprint: str | None = None
         self._tuning: Any = None  # a BackboneTuning (lookalike.embed.finetune) applied on load
 
+    runtime = "torch"
+
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
+        return self.vectors_of_pixels(
+            np.concatenate([self.pixels(chunk) for chunk in batched(images, self.settings.batch_size)])
+        )
+
+    def vectors_of_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Unit vectors of preprocessed images ((n, 3, size, size), see `pixels`), a batch at a time."""
         import torch
 
         model = self._loaded()
-        p = self.settings.gem_p if self._tuning is None else self._tuning.gem_p
+        p = self.gem_p
         out = []
         with torch.inference_mode():
-            for chunk in batched(images, self.settings.batch_size):
-                fmap = model(torch.from_numpy(self.pixels(chunk)))
+            for start in range(0, len(pixels), self.settings.batch_size):
+                fmap = model(torch.from_numpy(pixels[start : start + self.settings.batch_size]))
                 out.append(fmap.clamp(min=1e-6).pow(p).mean(dim=(2, 3)).pow(1.0 / p).numpy())
         return l2_normalize(np.concatenate(out))
+
+    @property
+    def gem_p(self) -> float:
+        """GeM's p: the settings', or the one learned with the fine-tuned tail."""
+        return self.settings.gem_p if self._tuning is None else self._tuning.gem_p
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def load(self) -> TorchEmbedder:
+        self._loaded()
+        return self
+
+    def network_module(self) -> Any:
+        """The loaded network that maps pixels to the last feature map (for the ONNX export)."""
+        return self._loaded()
 
     def pixels(self, images: Sequence[Image.Image]) -> np.ndarray:
         """The network's input for images: (n, 3, size, size) float32, this embedder's preprocessing."""

@@ -16,7 +16,8 @@ fine-tuned backbone, a learned transform, the classifier); replicas get a copy o
 collection whose stored fingerprint differs from the folder's models is refused (`Engine.open`).
 
 Searches use `consistency_level` (default "Strong"): a search right after an add sees it. Ids are
-allocated by the writer (milliseconds << 22 | a random offset), checked free before each insert.
+allocated by the writer (milliseconds << 12 + a random offset: below 2**53, exact in JavaScript),
+checked free before each insert.
 The access token, when the server needs one, comes from $LOOKALIKE_MILVUS_TOKEN, never from the
 settings file.
 """
@@ -505,7 +506,8 @@ class MilvusItemStore:
     def new_ids(self, count: int) -> list[int]:
         """`count` ids no stored image holds (see the module's note on allocation)."""
         while True:
-            start = ((time.time_ns() // 1_000_000) << 22) | secrets.randbelow(1 << 21)
+            # below 2**53 (until 2039): JavaScript clients (the web page) read ids as exact numbers
+            start = ((time.time_ns() // 1_000_000) << 12) + secrets.randbelow(1 << 12)
             ids = list(range(start, start + count))
             if not any(self.space.query(self.collection, f"id in {_id_list(c)}", ["id"], "allocating ids")
                        for c in _chunks(ids, IN_LIST)):  # fmt: skip

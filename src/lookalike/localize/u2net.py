@@ -98,6 +98,15 @@ class OnnxSegmenter:
         raw = session.run([session.get_outputs()[0].name], {inputs: pixels})[0]
         return to_saliency(raw, image.size)
 
+    @property
+    def loaded(self) -> bool:
+        return self._session is not None
+
+    def load(self) -> OnnxSegmenter:
+        """Create the onnxruntime session now (it is otherwise made on the first image)."""
+        self._loaded()
+        return self
+
     def fingerprint(self) -> str:
         if self._fingerprint is None:
             from lookalike.localize.quantize import RECIPE
@@ -120,38 +129,45 @@ class OnnxSegmenter:
             from lookalike.localize.quantize import cached_int8_model
 
             return cached_int8_model(path, self.cache_dir)
-        return fit_input_size(path, self.settings.input_size)
+        return fit_input_size(path, self.settings.input_size, self.cache_dir)
 
 
 def open_session(source: Path | bytes, threads: int | None) -> Any:
-    """An onnxruntime CPU session with every graph optimisation; `threads` intra-op threads if set."""
-    if importlib.util.find_spec("onnxruntime") is None:
-        raise MissingDependency("onnxruntime", "salient-object segmentation")
-    import onnxruntime as ort
+    """A segmenter's onnxruntime session, with lookalike's options (`lookalike._onnx.session_options`)."""
+    from lookalike._onnx import open_session as open_onnx
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Idle threads that spin after a run take the cores from the embedder that runs next: on 2 cores
-    # the two-image embedding went from 65 ms to 48-56 ms without it, for 5 ms more of segmentation.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if threads:
-        options.intra_op_num_threads = threads
-    model = source if isinstance(source, bytes) else str(source)
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    return open_onnx(source, threads, "salient-object segmentation")
 
 
-def fit_input_size(path: Path, size: int) -> Path | bytes:
-    """The model as is, or (with the `onnx` package) its bytes with the image height and width freed.
+def fit_input_size(path: Path, size: int, cache_dir: Path | None = None) -> Path | bytes:
+    """The model as is, or (with the `onnx` package) the model with the image height and width freed.
 
     u2netp's file fixes its input at 320 x 320, but the network is fully convolutional and resizes
-    by computed shapes, so freeing the two dimensions lets it run at any size.
+    by computed shapes, so freeing the two dimensions lets it run at any size. Importing `onnx` costs
+    over a second, so the freed model is kept in `cache_dir` (when given) and read from there next time.
     """
+    cached = None if cache_dir is None else Path(cache_dir) / f"{path.stem}-{file_hash(path)[:12]}-free-hw.onnx"
+    if cached is not None and cached.is_file():
+        return cached
     if importlib.util.find_spec("onnx") is None:
         return path  # check_input_size explains what to install if the file's size does not fit
     import onnx
 
     model = onnx.load(str(path))
-    return model.SerializeToString() if free_spatial_dims(model, size) else path
+    if not free_spatial_dims(model, size):
+        return path
+    if cached is None:
+        return model.SerializeToString()
+    free_spatial_dims(model)  # every size: one cached file serves them all
+    data = model.SerializeToString()
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        staging = cached.with_suffix(f".{os.getpid()}.tmp")
+        staging.write_bytes(data)
+        os.replace(staging, cached)  # readers never see a half-written model
+    except OSError:
+        return data  # a read-only cache: free the dims again next time
+    return cached
 
 
 def free_spatial_dims(model: Any, size: int | None = None) -> bool:

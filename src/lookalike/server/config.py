@@ -35,6 +35,7 @@ class ServerSettings:
     thumbnail_size: int = 256  # default thumbnail side; thumbnails are JPEGs cached in the index folder
     thumbnail_sizes: tuple[int, ...] = (128, 256, 512)  # the sizes a client may ask for
     warm_up: bool = True  # load the models at start-up rather than on the first search
+    model_threads: int | None = 1  # intra-op threads per query (queries run side by side); None: one per core
     allow_writes: bool = False  # POST /api/items and DELETE /api/items/{id}; off: 403
     api_key: str | None = field(default=None, repr=False)  # needed for writes when set; never logged
     cors_origins: tuple[str, ...] = ()  # e.g. ("https://shop.example.com",); none: no CORS headers
@@ -54,6 +55,10 @@ class ServerSettings:
                 f"max_pixels_per_request must be >= 1,000,000, got {self.max_pixels_per_request:,}",
             ),
             (self.max_k >= 1, f"max_k must be >= 1, got {self.max_k}"),
+            (
+                self.model_threads is None or self.model_threads >= 1,
+                f"model_threads must be >= 1 or None, got {self.model_threads}",
+            ),
             (1 <= self.default_k <= self.max_k, f"default_k must be in [1, max_k={self.max_k}], got {self.default_k}"),
             (self.query_cache_size >= 1, f"query_cache_size must be >= 1, got {self.query_cache_size}"),
             (self.preview_size >= 16, f"preview_size must be >= 16, got {self.preview_size}"),

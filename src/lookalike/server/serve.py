@@ -87,7 +87,7 @@ def run(index_path: str | Path, *, host: str, port: int, settings: ServerSetting
     from lookalike.pipeline import Engine
     from lookalike.server.app import create_app
 
-    with Engine.open(index_path, lock_timeout=(settings or ServerSettings()).write_lock_timeout) as engine:
+    with Engine.open(index_path, lock_timeout=settings.write_lock_timeout, threads=settings.model_threads) as engine:
         for level, note in startup_notes(host, settings):
             print(f"{level + ':':<9} {note}", file=sys.stderr, flush=True)  # as Uvicorn's log lines look
         print(f"{'INFO:':<9} the web page: {page_url(host, port)} (the REST API's docs: /docs); Ctrl-C stops it",
