@@ -772,6 +772,107 @@ def best_epoch_line(epoch: int) -> str:
     return f"best epoch {epoch} (of the validation curve on the held-out products)"
 
 
+ReportOption = Annotated[
+    Path, typer.Option("--out", "-o", help="Folder for the report: JSON, CSV and an HTML page with thumbnails.")
+]
+
+
+@command()
+@friendly_errors
+def duplicates(
+    index_path: IndexOption,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="Cosine similarity at or above which two images are duplicates. Default: the calibrated one."
+        ),
+    ] = None,
+    keep: Annotated[
+        str, typer.Option(help="Which image of a group to keep: largest, oldest or first-path.")
+    ] = "largest",
+    k: Annotated[int, typer.Option(help="Neighbours looked at per image.")] = 8,
+    out: ReportOption = Path("health-report"),
+    update: Annotated[
+        bool,
+        typer.Option(
+            "--update",
+            help="Update the report in --out (with its settings): search only the images added since it was made.",
+        ),
+    ] = False,
+) -> None:
+    """Groups of near-duplicate images (and exact copies), each with a suggested image to keep."""
+    from lookalike.health import (
+        DEFAULT_THRESHOLD,
+        DuplicateReport,
+        DuplicateSettings,
+        find_duplicates,
+        update_duplicates,
+    )
+    from lookalike.health.report import write_duplicates
+    from lookalike.pipeline import Engine
+
+    previous = out / "duplicates.json"
+    with Engine.open(index_path) as engine:
+        if update and previous.exists():
+            report = update_duplicates(engine, DuplicateReport.from_dict(json.loads(previous.read_text())))
+        else:
+            if update:
+                console.print(f"no report in {out} yet: a full pass", highlight=False)
+            chosen = DEFAULT_THRESHOLD if threshold is None else threshold
+            report = find_duplicates(engine, DuplicateSettings(threshold=chosen, k=k, keep=keep))
+        files = write_duplicates(report, out)
+    console.print(duplicates_line(report), highlight=False)
+    for note in report.notes:
+        console.print(f"note: {note}", highlight=False)
+    console.print(f"report: {', '.join(str(f) for f in files)}", highlight=False, soft_wrap=True)
+
+
+def duplicates_line(report: Any) -> str:
+    exact = sum(group.kind == "exact" for group in report.groups)
+    extra = sum(len(group.members) - 1 for group in report.groups)
+    precision = report.expected_precision
+    expected = f"expected precision {precision:.2f}" if precision is not None else "no measured precision this low"
+    return (
+        f"{len(report.groups)} groups ({exact} of exact copies), {extra} images beyond the keepers, "
+        f"in {report.images} images; threshold {report.settings.threshold} ({expected}), {report.seconds} s"
+    )
+
+
+@command()
+@friendly_errors
+def audit(
+    index_path: IndexOption,
+    k: Annotated[int, typer.Option(help="Neighbours that vote on each image's label.")] = 10,
+    min_share: Annotated[
+        float, typer.Option(help="A suspect's neighbours give at least this share of their vote to another label.")
+    ] = 0.5,
+    outliers: Annotated[float, typer.Option(help="Fraction of images listed as outliers.")] = 0.02,
+    out: ReportOption = Path("health-report"),
+) -> None:
+    """Images likely filed under the wrong category or product (their neighbours vote for another),
+    and outliers (least like their own category, sparsest neighbourhoods)."""
+    from lookalike.health import AuditSettings
+    from lookalike.health import audit as run_audit
+    from lookalike.health.report import write_audit
+    from lookalike.pipeline import Engine
+
+    with Engine.open(index_path) as engine:
+        report = run_audit(engine, AuditSettings(k=k, min_share=min_share, outlier_fraction=outliers))
+        files = write_audit(report, out)
+    console.print(
+        f"{len(report.mislabelled)} likely mislabelled, {len(report.outliers)} outliers listed, in "
+        f"{report.images} images (labels: {', '.join(report.labels)}), {report.seconds} s",
+        highlight=False,
+    )
+    for suspect in report.mislabelled[:10]:
+        console.print(
+            f"  {suspect.id} {_short_path(suspect.path)}: {suspect.label} {suspect.current!r} -> "
+            f"{suspect.voted!r} ({suspect.share:.0%} of the vote)",
+            highlight=False,
+        )
+    console.print(f"report: {', '.join(str(f) for f in files)}", highlight=False, soft_wrap=True)
+
+
 @command()
 @friendly_errors
 def serve(

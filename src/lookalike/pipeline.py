@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 COMMIT_EVERY = 32  # images per transaction while indexing
 DISTRIBUTED_COMMIT = 256  # images per transaction while indexing on Ray (results stream in faster)
 NO_CATEGORY = "(no category)"  # `info`'s name for images of older indexes stored without one
+PER_IMAGE_BLOBS = (RAW_BLOB, SILHOUETTE_BLOB, "sift")  # every blob stored per image ("sift": rerank/sift.py)
 MAX_ID = 2**63 - 1  # SQLite's largest integer: larger ids cannot name an image
 
 ProgressCallback = Callable[[int, int], None]  # (images done, images in all)
@@ -248,6 +249,45 @@ class Engine:
                 report.removed = list(targets)
                 self._after_change()
         return report
+
+    def set_category(self, ids_or_paths: Iterable[int | str | Path], category: str | None) -> RemoveReport:
+        """File images under another category, keeping their stored vectors and data (nothing is
+        re-embedded). Each image gets a new id (ids are never reused): `removed` lists the old ids,
+        `moved` maps each old id to its new one; unknown images are listed in `missing`."""
+        report = RemoveReport()
+        with self._writing("changing categories"):
+            targets = {}
+            for key in ids_or_paths:
+                item = self._resolve(key)
+                if item is None:
+                    report.missing.append(str(key))
+                else:
+                    targets[item.id] = item
+            if targets:
+                new = self._refiled(list(targets.values()), category)
+                ids = self.catalog.commit(new, {item.id: item.category for item in targets.values()})
+                report.removed = list(targets)
+                report.moved = dict(zip(targets, ids, strict=True))
+                self._after_change()
+        return report
+
+    def _refiled(self, items: list[Item], category: str | None) -> list[Any]:
+        from lookalike.index import NewItem
+
+        ids = [item.id for item in items]
+        vectors = self.store.vectors_of(ids, self._dim)
+        blobs = {name: self.store.blobs(name, ids) for name in PER_IMAGE_BLOBS}
+        return [
+            NewItem(
+                item.path,
+                category,
+                item.content_hash,
+                vectors[item.id],
+                dict(item.extra),
+                {name: found[item.id] for name, found in blobs.items() if item.id in found},
+            )
+            for item in items
+        ]
 
     # -- online stage
     def search(

@@ -77,3 +77,4 @@ class AddReport:
 class RemoveReport:
     removed: list[int] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    moved: dict[int, int] = field(default_factory=dict)  # set_category: old id -> new id

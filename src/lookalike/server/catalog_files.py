@@ -142,6 +142,20 @@ def remove(context: ServerContext, item_id: int) -> list[int]:
     return report.removed
 
 
+def set_category(context: ServerContext, item_id: int, category: str | None) -> tuple[int, str | None]:
+    """File one image under another category (its vector kept; it gets a new id): (new id, category)."""
+    label = check_category(category)
+    with context.writing():
+        context.check_index()
+        context.item_or_404(item_id)
+        report = context.engine.set_category([item_id], label)
+        if not report.moved:
+            raise not_found(f"no catalogue image with id {item_id}")
+        for cached in context.thumbnails_dir.glob(f"{item_id}_*.jpg"):
+            cached.unlink(missing_ok=True)
+    return report.moved[item_id], label
+
+
 def thumbnail(context: ServerContext, item: Any, source: Path, size: int) -> Path:
     """The cached thumbnail of `item`, named by id, content and size (so never stale)."""
     target = context.thumbnails_dir / f"{item.id}_{item.content_hash[:12]}_{size}.jpg"

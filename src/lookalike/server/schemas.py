@@ -167,3 +167,66 @@ class AddOut(BaseModel):
 
 class RemoveOut(BaseModel):
     removed: list[int]
+
+
+class CategoryChangeOut(BaseModel):
+    """An image filed under another category: it keeps its vector and gets a new id."""
+
+    old_id: int
+    id: int
+    category: str | None
+
+
+class HealthImageOut(BaseModel):
+    id: int
+    name: str
+    category: str | None
+    image_url: str
+    thumbnail_url: str
+
+
+class DuplicateMemberOut(HealthImageOut):
+    width: int
+    height: int
+    keeper: bool
+    exact_copy_of: int | None = None
+
+
+class DuplicateGroupOut(BaseModel):
+    kind: Literal["near", "exact"]
+    keeper: int
+    members: list[DuplicateMemberOut]
+    pairs: list[tuple[int, int, float]] = Field(description="(id, id, cosine similarity) at or above the threshold")
+
+
+class DuplicatesOut(BaseModel):
+    threshold: float
+    keep: str
+    expected_precision: float | None = Field(description="measured on the benchmark's pairs at this threshold")
+    images: int
+    seconds: float
+    groups: list[DuplicateGroupOut]
+    notes: list[str]
+
+
+class SuspectOut(HealthImageOut):
+    label: Literal["category", "item"]
+    current: str | None
+    voted: str | None
+    share: float
+    own_share: float
+    neighbours: list[int]
+
+
+class OutlierOut(HealthImageOut):
+    centroid_similarity: float
+    density: float
+    score: float
+
+
+class AuditOut(BaseModel):
+    images: int
+    labels: list[str]
+    seconds: float
+    mislabelled: list[SuspectOut]
+    outliers: list[OutlierOut]

@@ -20,7 +20,7 @@ from lookalike.server.errors import ApiError, not_found
 from lookalike.server.media import png_bytes, silhouette_image
 from lookalike.server.respond import item_out
 from lookalike.server.routes.common import MAX_INT64, PNG, Context, ItemId, Scale, errors, optional
-from lookalike.server.schemas import AddOut, ItemOut, ItemPage, RemoveOut
+from lookalike.server.schemas import AddOut, CategoryChangeOut, ItemOut, ItemPage, RemoveOut
 
 router = APIRouter(prefix="/api", tags=["catalogue"])
 # files served by id: the indexed formats, and GIF (an upload or an explicit `add` of one: its first frame is indexed)
@@ -28,6 +28,7 @@ SERVED_EXTENSIONS = IMAGE_EXTENSIONS | {".gif"}
 CACHE_IMMUTABLE = {"Cache-Control": "public, max-age=86400"}  # ids are never reused
 Photos = Annotated[list[UploadFile], File(description="one or more photos to add")]
 NewCategory = Annotated[str | None, Form(description="the photos' category (optional)")]
+ChangedCategory = Annotated[str | None, Form(description="the image's new category (empty: uncategorised)")]
 
 
 @router.get("/items", response_model=ItemPage, responses=errors(404, 422))
@@ -82,6 +83,17 @@ def remove_item(item_id: ItemId, context: Context) -> RemoveOut:
     A write: needs what `POST /api/items` needs (writes allowed, the API key when set, not cross-site).
     """
     return RemoveOut(removed=catalog_files.remove(context, item_id))
+
+
+@router.post("/items/{item_id}/category", response_model=CategoryChangeOut, responses=errors(401, 403, 404, 422, 503))
+def change_category(item_id: ItemId, context: Context, category: ChangedCategory = None) -> CategoryChangeOut:
+    """File an image under another category (form field `category`; empty: uncategorised). It keeps its
+    vector (nothing is re-embedded) and gets a new id, answered as `id`.
+
+    A write: needs what `POST /api/items` needs (writes allowed, the API key when set, not cross-site).
+    """
+    new_id, label = catalog_files.set_category(context, item_id, category)
+    return CategoryChangeOut(old_id=item_id, id=new_id, category=label)
 
 
 @router.get("/images/{item_id}", response_class=FileResponse, responses=errors(404, 422))

@@ -326,12 +326,102 @@ async function refreshCatalog() {
   await loadCatalogPage();
 }
 
+// -- catalogue health: duplicate groups, likely mislabelled images, outliers; fixed through the write API
+async function loadHealth() {
+  const params = new URLSearchParams();
+  if ($("health-threshold").value) params.set("threshold", $("health-threshold").value);
+  $("health-summary").textContent = "checking…";
+  try {
+    const [duplicates, audit] = await Promise.all([
+      api(`/api/catalogue-health/duplicates?${params}`),
+      api("/api/catalogue-health/audit"),
+    ]);
+    showError(null);
+    renderDuplicates(duplicates);
+    renderAudit(audit);
+    $("health-summary").textContent = `${duplicates.images} images checked in ${fmt(duplicates.seconds + audit.seconds, 1)} s`;
+  } catch (error) {
+    $("health-summary").textContent = "";
+    showError(error);
+  }
+}
+
+function renderDuplicates(report) {
+  const precision = report.expected_precision === null ? "no measured precision at this threshold"
+    : `expected precision ${fmt(report.expected_precision, 2)}`;
+  $("duplicates-note").textContent = report.groups.length
+    ? `${report.groups.length} groups at similarity ≥ ${report.threshold} (${precision}); the suggested keeper is marked.`
+    : `No near-duplicates at similarity ≥ ${report.threshold} (${precision}).`;
+  $("duplicate-groups").replaceChildren(...report.groups.map((group, n) => el("div", { class: "health-group" }, [
+    el("h3", { text: `group ${n + 1}: ${group.kind === "exact" ? "exact copies" : "near-duplicates"}, best score ${fmt(Math.max(...group.pairs.map((p) => p[2])))}` }),
+    el("ul", { class: "grid catalog" }, group.members.map((member) => healthCard(member, [
+      `${member.category || "uncategorised"} · ${member.width}×${member.height}`,
+      member.keeper ? "keep" : member.exact_copy_of ? `copy of ${member.exact_copy_of}` : "",
+    ], member.keeper ? [] : [["remove", () => removeFromHealth(member)]]))),
+  ])));
+}
+
+function renderAudit(report) {
+  $("suspects-note").textContent = report.mislabelled.length
+    ? `Their nearest neighbours mostly carry another ${report.labels.join(" or ")}.`
+    : "No image whose neighbours vote for another label.";
+  $("suspects").replaceChildren(...report.mislabelled.map((suspect) => healthCard(suspect, [
+    `${suspect.label}: ${suspect.current || "none"} → ${suspect.voted} (${Math.round(suspect.share * 100)}% of the vote)`,
+  ], suspect.label === "category"
+    ? [[`move to ${suspect.voted}`, () => changeCategory(suspect, suspect.voted)], ["remove", () => removeFromHealth(suspect)]]
+    : [["remove", () => removeFromHealth(suspect)]])));
+  $("outliers-note").textContent = report.outliers.length
+    ? "The least typical images: far from their category's mean, in sparse neighbourhoods."
+    : "No outliers listed.";
+  $("outliers").replaceChildren(...report.outliers.map((outlier) => healthCard(outlier, [
+    `${outlier.category || "uncategorised"} · similarity to category ${fmt(outlier.centroid_similarity)}`,
+  ], [["remove", () => removeFromHealth(outlier)]])));
+}
+
+function healthCard(image, lines, actions) {
+  const buttons = writes().enabled
+    ? actions.map(([text, onclick]) => el("button", { type: "button", class: text === "remove" ? "link danger" : "link", text, onclick }))
+    : [];
+  return el("li", { class: "card", "data-id": image.id }, [
+    el("a", { href: image.image_url, target: "_blank", rel: "noopener" }, [el("img", { src: image.thumbnail_url, alt: image.name, loading: "lazy" })]),
+    el("p", { class: "name", text: `${image.name} · id ${image.id}`, title: image.name }),
+    ...lines.filter(Boolean).map((line) => el("p", { class: "muted", text: line })),
+    el("div", { class: "card-actions" }, buttons),
+  ]);
+}
+
+async function removeFromHealth(image) {
+  if (!confirm(`Remove ${image.name} (id ${image.id}) from the index?`)) return;
+  try {
+    await write(`/api/items/${image.id}`, { method: "DELETE" });
+    await loadStatus();
+    await loadHealth();
+  } catch (error) {
+    showError(error);
+  }
+}
+
+async function changeCategory(image, category) {
+  const form = new FormData();
+  form.append("category", category);
+  try {
+    await write(`/api/items/${image.id}/category`, { method: "POST", body: form });
+    await loadStatus();
+    await loadHealth();
+  } catch (error) {
+    showError(error);
+  }
+}
+
 // -- wiring
 function showTab(name) {
   for (const button of document.querySelectorAll(".tab")) button.classList.toggle("active", button.dataset.tab === name);
-  $("tab-search").hidden = name !== "search";
-  $("tab-browse").hidden = name !== "browse";
+  for (const panel of ["search", "browse", "health"]) $(`tab-${panel}`).hidden = name !== panel;
+  // the writes note and key field serve both tabs that write
+  if (name === "browse") document.querySelector(".browse-controls").after($("writes-controls"));
+  if (name === "health") $("tab-health").prepend($("writes-controls"));
   if (name === "browse") loadCatalogPage();
+  if (name === "health") loadHealth();
 }
 
 function wireDropZone() {
@@ -362,6 +452,7 @@ function init() {
   $("prev-page").addEventListener("click", () => { state.browseOffset = Math.max(0, state.browseOffset - PAGE_SIZE); loadCatalogPage(); });
   $("next-page").addEventListener("click", () => { state.browseOffset += PAGE_SIZE; loadCatalogPage(); });
   $("add-form").addEventListener("submit", addPhotos);
+  $("health-form").addEventListener("submit", (event) => { event.preventDefault(); loadHealth(); });
   $("key-form").addEventListener("submit", (event) => {
     event.preventDefault();
     storeKey($("api-key").value.trim());
