@@ -362,9 +362,7 @@ class MilvusVectorStore:
         payload: Sequence[dict[str, Any]] | None = None,
     ) -> None:
         """Insert new ids (an id already stored would then be held twice: `upsert` replaces)."""
-        rows = self._rows(ids, vectors, categories, payload)
-        for chunk in _chunks(rows, 1_000):
-            self.space.call(f"inserting into {self.collection}", "insert", self.collection, chunk)
+        self._write("insert", self._rows(ids, vectors, categories, payload))
 
     def upsert(
         self,
@@ -373,9 +371,11 @@ class MilvusVectorStore:
         categories: Sequence[str | None],
         payload: Sequence[dict[str, Any]] | None = None,
     ) -> None:
-        rows = self._rows(ids, vectors, categories, payload)
+        self._write("upsert", self._rows(ids, vectors, categories, payload))
+
+    def _write(self, method: str, rows: list[dict[str, Any]]) -> None:
         for chunk in _chunks(rows, 1_000):
-            self.space.call(f"upserting into {self.collection}", "upsert", self.collection, chunk)
+            self.space.call(f"{method}ing into {self.collection}", method, self.collection, chunk)
 
     def delete(self, ids: np.ndarray, categories: Sequence[str | None] | None = None) -> None:
         id_list = [int(i) for i in np.asarray(ids).reshape(-1)]
