@@ -32,7 +32,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -499,8 +499,7 @@ class MilvusItemStore:
     @contextmanager
     def consistent_read(self) -> Iterator[None]:
         """Strong consistency: each read sees every write acknowledged before it (no snapshot isolation)."""
-        with nullcontext():
-            yield
+        yield
 
     # -- ids and writes
     def new_ids(self, count: int) -> list[int]:

@@ -1,4 +1,4 @@
-"""Building the partitioned vector index from the SQLite store, and what the engine asks of it."""
+"""Building the partitioned vector index (the faiss backend's store) from the SQLite store."""
 
 from __future__ import annotations
 
