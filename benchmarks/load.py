@@ -9,13 +9,22 @@ per stage, and writes benchmarks/results/load.json. Bounded: --seconds and --max
 (and removes every third one again), as a CLI job would while the server runs: the report then says
 how many it committed, whether the server's searches see exactly those (category "Writer"), and the
 server's RSS before and after.
-Usage: python benchmarks/load.py [--clients 4] [--seconds 20] [--k 10] [--writer] [--index PATH | --url URL]
+--levels 1,8,32 is the capacity run (issue 19): one run per number of clients against the same server,
+each measuring the server process's CPU time (/proc) besides requests/s and latency. The 1-client run
+gives the single-query CPU ms and latency; the report checks throughput against 70% of
+cores x 1000 / single-query CPU ms and p95 at 8 clients against 4x the single-query p50.
+
+The clients are stdlib http.client connections (keep-alive) sending a multipart body encoded once per
+photo, so that on a small machine the load generator takes as little CPU from the server as it can.
+Usage: python benchmarks/load.py [--clients 4 | --levels 1,8,32] [--seconds 20] [--k 10] [--writer]
+       [--index PATH | --url URL]
 """
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import socket
 import subprocess
 import sys
@@ -48,6 +57,9 @@ class Outcome:
 def main() -> None:
     args = parse_args()
     photos = [(path.name, path.read_bytes()) for path in sorted((SAMPLES / "queries").glob("*.jpg"))]
+    if args.levels:
+        capacity(photos, args)
+        return
     if args.url:
         check_loopback(args.url)
         report = run_load(args.url, photos, args)
@@ -72,6 +84,7 @@ def main() -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients (1-32)")
+    parser.add_argument("--levels", help="capacity run: comma-separated client counts, e.g. 1,8,32")
     parser.add_argument("--seconds", type=float, default=20.0, help="how long to send requests (at most 300)")
     parser.add_argument("--max-requests", type=int, default=5000, help="stop after this many requests in all")
     parser.add_argument("--k", type=int, default=10, help="results per search")
@@ -81,6 +94,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--write-every", type=float, default=2.0, help="seconds between the writer's commits")
     parser.add_argument("--name", default="load", help="results file name: benchmarks/results/NAME.json")
     args = parser.parse_args()
+    if args.levels:
+        args.levels = [int(level) for level in args.levels.split(",")]
+        if not all(1 <= level <= 32 for level in args.levels) or args.writer or args.url:
+            parser.error("--levels takes client counts in 1-32, and serves its own index (no --writer, --url)")
     if not 1 <= args.clients <= 32 or not 0 < args.seconds <= 300 or args.max_requests < 1:
         parser.error("expected 1 <= --clients <= 32, 0 < --seconds <= 300 and --max-requests >= 1")
     return args
@@ -238,24 +255,103 @@ def run_load(url: str, photos: list[tuple[str, bytes]], args: argparse.Namespace
 def client(
     url: str, photos: list[tuple[str, bytes]], k: int, deadline: float, budget: threading.Semaphore, out: Outcome
 ) -> None:
-    import httpx
+    import http.client
+    import json
 
-    with httpx.Client(base_url=url, timeout=120) as http:
-        turn = 0
-        while time.perf_counter() < deadline and budget.acquire(blocking=False):
-            name, data = photos[turn % len(photos)]
-            turn += 1
-            sent = time.perf_counter()
-            try:
-                response = http.post(f"/api/search?k={k}", files={"file": (name, data, "image/jpeg")})
-            except httpx.HTTPError as exc:
-                out.errors[type(exc).__name__] += 1
-                continue
-            if response.status_code != 200:
-                out.errors[f"HTTP {response.status_code}"] += 1
-                continue
-            out.latencies.append(time.perf_counter() - sent)
-            out.server_ms.append(response.json()["timings_ms"])
+    address = urlparse(url)
+    requests = [multipart(name, data) for name, data in photos]
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=120)
+    turn = 0
+    while time.perf_counter() < deadline and budget.acquire(blocking=False):
+        body, content_type = requests[turn % len(requests)]
+        turn += 1
+        sent = time.perf_counter()
+        try:
+            connection.request("POST", f"/api/search?k={k}", body, {"Content-Type": content_type})
+            response = connection.getresponse()
+            answer = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            out.errors[type(exc).__name__] += 1
+            connection.close()  # reconnects on the next request
+            continue
+        if response.status != 200:
+            out.errors[f"HTTP {response.status}"] += 1
+            continue
+        out.latencies.append(time.perf_counter() - sent)
+        out.server_ms.append(json.loads(answer)["timings_ms"])
+    connection.close()
+
+
+def multipart(name: str, data: bytes) -> tuple[bytes, str]:
+    """A multipart/form-data body holding the photo as `file`, and its Content-Type."""
+    boundary = f"lookalike-load-{abs(hash(name)):x}"
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n").encode()  # fmt: skip
+    return head + data + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def cpu_seconds(pid: int) -> float:
+    """The process's user + system CPU time so far (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def capacity(photos: list[tuple[str, bytes]], args: argparse.Namespace) -> None:
+    """One load run per client count against one server; CPU per request from the server's /proc."""
+    index = args.index or build_sample_index()
+    load_before = os.getloadavg()
+    levels = []
+    with served(index) as (url, pid):
+        for clients in args.levels:
+            run_args = argparse.Namespace(**{**vars(args), "clients": clients})
+            cpu_start = cpu_seconds(pid)
+            report = run_load(url, photos, run_args)
+            report["server_cpu_ms_per_request"] = 1000 * (cpu_seconds(pid) - cpu_start) / max(report["ok"], 1)
+            levels.append(report)
+            print(f"{clients} clients: {report['requests_per_s']:.1f} req/s, p50 {report['latency_ms']['p50']:.1f} ms,"
+                  f" p95 {report['latency_ms']['p95']:.1f} ms", file=sys.stderr, flush=True)  # fmt: skip
+    result = {"load_average_before": load_before, "load_average_after": os.getloadavg(), "levels": levels,
+              "targets": capacity_targets(levels)}  # fmt: skip
+    print_capacity(result)
+    print(f"\nsaved {save(args.name, result)}")
+
+
+def capacity_targets(levels: list[dict[str, Any]]) -> dict[str, Any]:
+    """Issue 19's targets from the 1-client run: throughput and p95 at 8 clients."""
+    single = next((level for level in levels if level["setup"]["clients"] == 1), None)
+    if single is None:
+        return {}
+    cores = os.cpu_count() or 1
+    cpu_ms = single["server_cpu_ms_per_request"]
+    ceiling = cores * 1000 / cpu_ms
+    targets: dict[str, Any] = {"cores": cores, "single_cpu_ms": cpu_ms, "single_p50_ms": single["latency_ms"]["p50"],
+                               "ceiling_req_s": ceiling, "throughput_target_req_s": 0.7 * ceiling}  # fmt: skip
+    for level in levels:
+        clients = level["setup"]["clients"]
+        if clients > 1:
+            targets[f"{clients}_clients_share_of_ceiling"] = level["requests_per_s"] / ceiling
+            targets[f"{clients}_clients_p95_over_single_p50"] = level["latency_ms"]["p95"] / single["latency_ms"]["p50"]
+    return targets
+
+
+def print_capacity(result: dict[str, Any]) -> None:
+    rows = [
+        {"clients": level["setup"]["clients"], "req/s": level["requests_per_s"], "p50 ms": level["latency_ms"]["p50"],
+         "p95 ms": level["latency_ms"]["p95"], "server CPU ms/req": level["server_cpu_ms_per_request"],
+         "errors": level["errors"]}
+        for level in result["levels"]
+    ]  # fmt: skip
+    print(table(rows, list(rows[0])))
+    targets = result["targets"]
+    if targets:
+        print(
+            f"\nceiling {targets['ceiling_req_s']:.1f} req/s = {targets['cores']} cores x 1000 / "
+            f"{targets['single_cpu_ms']:.1f} CPU ms; target >= 70% of it = {targets['throughput_target_req_s']:.1f}"
+        )
+        for key, value in targets.items():
+            if "clients" in key:
+                print(f"{key}: {value:.2f}")
+    print(f"load average before {result['load_average_before']}, after {result['load_average_after']}")
 
 
 def summarise(outcomes: list[Outcome], elapsed: float, args: argparse.Namespace, url: str) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from lookalike.featurizer import (
     describe_fingerprint,
     mismatch_message,
 )
+from lookalike.index._threads import faiss_threads
 from lookalike.index.catalog import DATABASE_FILE, open_catalog
 from lookalike.index.folder import SETTINGS_FILE, folder_state, half_created_message, staging_folder, swap_in
 from lookalike.index.lock import WaitCallback, WriteLock
@@ -145,8 +146,8 @@ class Engine:
         Writes take the index's inter-process lock: `lock_timeout` is how long to wait for another
         writer (None: as long as it takes; 0: fail at once with `IndexBusyError`), `on_wait(holder)`
         is told who holds it when waiting starts. `threads` sets the models' intra-op threads for this
-        process (embed.threads, localize.threads) without changing the index's settings: a server
-        answering many queries at once runs each on one thread.
+        process (embed.threads, localize.threads) and FAISS's threads per search, without changing the
+        index's settings: a server answering many queries at once runs each on one thread.
         """
         path = Path(path)
         state = folder_state(path)
@@ -841,7 +842,8 @@ class Engine:
             self._refresh_rerankers()
         with self.catalog.searching() as vectors:
             depth = max(k, chain_depth(chain))
-            scores, ids = self.catalog.candidates(vectors, features.vector, depth, searched, timer)
+            with faiss_threads(self.threads):
+                scores, ids = self.catalog.candidates(vectors, features.vector, depth, searched, timer)
             candidates = [
                 Candidate(int(i), float(s), {"vector": float(s)}) for i, s in zip(ids, scores, strict=True) if i >= 0
             ]

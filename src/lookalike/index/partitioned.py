@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from lookalike.index._threads import faiss_threads, threads_for
 from lookalike.index.base import INDEX_KINDS, VectorIndex, create_index, load_index
 from lookalike.index.vectorstore import VECTOR_STORES, SearchPlan, StoreCapabilities
 from lookalike.settings import IndexSettings
@@ -70,7 +71,9 @@ class PartitionedIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top k over the given categories' partitions (all when None), best first."""
         keys = self.partitions.keys() if categories is None else {self.key(c) for c in categories}
-        found = [self.partitions[key].search(queries, k) for key in keys if key in self.partitions]
+        searched = [self.partitions[key] for key in keys if key in self.partitions]
+        with faiss_threads(threads_for(len(queries), sum(len(p) for p in searched))):
+            found = [partition.search(queries, k) for partition in searched]
         if not found:
             return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
         scores = np.concatenate([s for s, _ in found], axis=1)
