@@ -1,5 +1,6 @@
 """The offline stage on Ray Data (a local cluster of 2 worker processes): the same vectors as one
-process, bad files reported without stopping the job, and a rerun that re-embeds nothing written."""
+process, bad files reported without stopping the job, a rerun that re-embeds nothing written, and
+images named by `file://` URI (fsspec's memory filesystem is per process: the actors would not see it)."""
 
 from __future__ import annotations
 
@@ -81,3 +82,16 @@ def test_ray_workers_write_to_a_milvus_lite_index(catalogue: Path, tmp_path: Pat
         report = engine.add(images, categories="Apple", workers=2)
         assert len(report.added) == len(images) and not report.failed
         assert engine.search(images[0], k=1).hits[0].path == str(images[0].resolve())
+
+
+def test_ray_workers_read_file_uris_and_resume(catalogue: Path, tmp_path: Path) -> None:
+    images = sorted(p for p in (catalogue / "Milk").glob("*.jpg") if p.name != "broken.jpg")[:5]
+    uris = [image.as_uri() for image in images]
+    broken, gone = (catalogue / "Milk" / "broken.jpg").as_uri(), (tmp_path / "gone.jpg").as_uri()
+    with Engine.create(tmp_path / "uris.index", Settings()) as engine:
+        assert len(engine.add(uris[:2], categories="Milk").added) == 2  # a job stopped early, one process
+        report = engine.add([*uris, broken, gone], categories="Milk", workers=2)
+        assert sorted(report.unchanged) == sorted(uris[:2]) and len(report.added) == 3
+        failed = dict(report.failed)
+        assert set(failed) == {broken, gone} and failed[gone] == "no such file" and failed[broken]
+        assert sorted(item.path for item in engine.items()) == sorted(uris)  # stored under the URI as given

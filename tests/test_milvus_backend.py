@@ -5,10 +5,12 @@ the server."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +25,13 @@ pytestmark = pytest.mark.slow
 
 def _settings(tmp_path: Path, **changes: object) -> Settings:
     return Settings().replace(**{"index.backend": "milvus", "index.uri": str(tmp_path / "milvus.db"), **changes})
+
+
+def _path_rows(engine: Engine) -> dict[str, int]:
+    """The `_paths` collection: path -> the id it points at."""
+    space = engine.catalog.space
+    return {row["path"]: int(row["item_id"]) for batch in space.scan(space.paths_name, ["path", "item_id"])
+            for row in batch}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -234,3 +243,97 @@ def test_cli_info_and_rebuild_on_milvus(tmp_path: Path) -> None:
 def test_ids_are_exact_in_javascript(milvus_index: Path) -> None:
     with Engine.open(milvus_index) as engine:
         assert all(0 < item.id < 2**53 for item in engine.items())  # the web page reads ids as JS numbers
+
+
+def test_items_come_in_id_order_a_page_at_a_time(milvus_index: Path) -> None:
+    with Engine.open(milvus_index) as engine:
+        everything = engine.items()
+        ids = [item.id for item in everything]
+        assert len(ids) == 60 and ids == sorted(ids)
+        assert engine.items(limit=7, offset=5) == everything[5:12]
+        assert engine.items(offset=57) == everything[57:]
+        assert engine.items(limit=0) == [] and engine.items(offset=60) == []
+        category = everything[0].category
+        in_category = [item for item in everything if item.category == category]
+        assert engine.items(category, limit=3, offset=2) == in_category[2:5]
+
+
+def test_adding_reads_only_the_rows_of_its_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Path lookups, the id check and the writes are primary-key reads and writes: what a batch costs
+    does not grow with the catalogue (Milvus Lite scans every row for any other filter)."""
+    catalogue = tmp_path / "catalogue"
+    shutil.copytree(SAMPLES / "catalog" / "Banana", catalogue / "Banana")
+    images = sorted(catalogue.rglob("*.jpg"))
+    with Engine.create(tmp_path / "lookups.index", _settings(tmp_path)) as engine:
+        engine.add(images[:3], categories="Banana")
+        space, calls = engine.catalog.space, []
+        original = space.call
+
+        def recording(what: str, method: str, *args: Any, **kwargs: Any) -> Any:
+            calls.append((method, kwargs.get("filter")))
+            return original(what, method, *args, **kwargs)
+
+        monkeypatch.setattr(space, "call", recording)
+        monkeypatch.setattr(space, "scan", lambda collection, *a, **k: pytest.fail(f"scanned {collection} to add"))
+        report = engine.add([catalogue])
+        assert len(report.added) == 3 and len(report.unchanged) == 3
+        filters = [expression for method, expression in calls if method == "query"]
+        assert filters and all(re.match(r"(id|path|key) in \[", expression) for expression in filters), filters
+        assert not any(expression for method, expression in calls if method == "delete")
+
+
+def test_path_rows_follow_replacements_and_removals(tmp_path: Path) -> None:
+    catalogue = tmp_path / "catalogue"
+    shutil.copytree(SAMPLES / "catalog" / "Banana", catalogue / "Banana")
+    with Engine.create(tmp_path / "paths.index", _settings(tmp_path)) as engine:
+        ids = engine.add([catalogue]).added
+        assert _path_rows(engine) == {item.path: item.id for item in engine.items()}
+        first = engine.store.generation
+        changed = Path(engine.item(ids[0]).path)  # a file whose content changed: re-embedded under a new id
+        shutil.copyfile(sorted((SAMPLES / "catalog" / "Apple").iterdir())[0], changed)
+        updated = engine.add([changed], categories="Banana").updated
+        assert _path_rows(engine)[str(changed)] == updated[0] == engine.find(changed).id
+        removed = engine.item(ids[1]).path
+        engine.remove([ids[1]])
+        assert removed not in _path_rows(engine) and engine.find(removed) is None
+        assert engine.store.generation > first
+        # a path row left by a write cut short (its image never inserted, or holding another path) names nothing
+        engine.store.record_paths([123, ids[2]], [_new_item("/nowhere/ghost.jpg"), _new_item("/nowhere/alias.jpg")])
+        real = engine.item(ids[2])
+        known = engine.store.known_paths(["/nowhere/ghost.jpg", "/nowhere/alias.jpg", real.path])
+        assert known == {real.path: (real.id, real.content_hash)}
+        assert engine.find("/nowhere/alias.jpg") is None
+        assert engine.check().ok
+        # blobs are read by primary key, chunk after chunk (45,000 bytes each)
+        three, two = bytes(range(256)) * 400, bytes(90_000)  # 3 chunks; exactly 2 full ones
+        engine.store.write_blobs([ids[2], ids[3]], [_new_item("x", {"big": three}), _new_item("y", {"big": two})])
+        assert engine.store.blobs("big", [ids[2], ids[3], ids[4]]) == {ids[2]: three, ids[3]: two}
+
+
+def test_an_index_made_before_the_path_collection_gets_one_on_its_next_write(tmp_path: Path) -> None:
+    from lookalike.index.milvus import PATHS_READY
+
+    catalogue = tmp_path / "catalogue"
+    shutil.copytree(SAMPLES / "catalog" / "Banana", catalogue / "Banana")
+    images = sorted(catalogue.rglob("*.jpg"))
+    path = tmp_path / "old.index"
+    with Engine.create(path, _settings(tmp_path)) as engine:
+        engine.add(images[:3], categories="Banana")
+        space = engine.catalog.space
+        space.call("dropping", "drop_collection", space.paths_name)  # as an index made before it was
+        space.call("forgetting", "delete", space.meta_name, ids=[PATHS_READY])
+    with Engine.open(path) as engine:
+        assert not engine.store.paths_ready and engine.find(images[0]) is not None  # found without it
+        report = engine.add([catalogue])
+        assert len(report.unchanged) == 3 and len(report.added) == 3
+        assert engine.store.paths_ready
+        assert _path_rows(engine) == {item.path: item.id for item in engine.items()}
+        assert engine.check().ok
+
+
+def _new_item(path: str, blobs: dict[str, bytes] | None = None) -> Any:
+    import numpy as np
+
+    from lookalike.index import NewItem
+
+    return NewItem(path, "Banana", "0" * 64, np.zeros(4, np.float32), blobs=blobs or {})

@@ -163,21 +163,27 @@ def _print_add_report(report: Any) -> None:
         )
 
 
-def _catalogue_sources(catalog: Path) -> list[Any]:
-    """A folder as it is, or a manifest's entries (path, category, item)."""
-    if catalog.is_file() and catalog.suffix in (".csv", ".parquet"):
+def _catalogue_sources(catalog: str) -> list[Any]:
+    """A folder (or image) as it is, or a manifest's entries (path, category, item); either may be a URI."""
+    from lookalike.io.uris import is_uri, suffix
+
+    uri = is_uri(catalog)
+    if (suffix(catalog) if uri else Path(catalog).suffix) in (".csv", ".parquet") and (uri or Path(catalog).is_file()):
         from lookalike.io.catalog import read_manifest
 
         return list(read_manifest(catalog))
-    return [catalog]
+    return [catalog if uri else Path(catalog)]
 
 
 @command()
 @friendly_errors
 def index(
     catalog: Annotated[
-        Path,
-        typer.Argument(help="Folder of images (sub-folders are categories), or a CSV / Parquet manifest."),
+        str,
+        typer.Argument(
+            help="Folder of images (sub-folders are categories), or a CSV / Parquet manifest; either may be a URI "
+            "read through fsspec (s3://, gs://, https://, file://...), as may the manifest's paths."
+        ),
     ],
     index_path: IndexOption,
     model: Annotated[
@@ -690,6 +696,7 @@ def train_embedding(
     (--force: always); queries then get it. Undo with --remove.
     """
     from lookalike.io.catalog import read_manifest
+    from lookalike.io.uris import stored_path
     from lookalike.pipeline import Engine
 
     named = {"head.kind": kind, "head.dim": dim, "head.label": label}
@@ -697,7 +704,7 @@ def train_embedding(
     if epochs is not None:  # the most epochs of the kind chosen
         key = "head.finetune_epochs" if head.kind == "finetune" else "head.max_epochs"
         head = build_settings(settings_file, assign or [], **named, **{key: epochs}).head
-    products = {str(e.path.resolve()): e.item for e in read_manifest(items) if e.item} if items else None
+    products = {stored_path(e.path): e.item for e in read_manifest(items) if e.item} if items else None
     with Engine.open(index_path, **lock_options(wait, timeout)) as engine:
         if remove:
             removed = engine.remove_embedding()

@@ -1,8 +1,9 @@
 """The offline stage on Ray Data: decode, localise and embed in a pool of actors, write from the driver.
 
 `lookalike index CATALOG --index I --workers N` starts a local Ray cluster of N worker processes;
-`--ray ADDRESS` (or `auto`) joins an existing cluster, where every node must read the image paths and
-the index folder's settings and model files at the same path (shared storage, or a copy). Each actor
+`--ray ADDRESS` (or `auto`) joins an existing cluster, where every node must read the image paths (or
+their URIs: s3://, gs://...: read through fsspec on the node) and the index folder's settings and model
+files at the same path (shared storage, or a copy). Each actor
 loads the folder's featurizer once (never the catalogue: the driver alone writes; one intra-op
 thread each), checks it makes the driver's vectors, hashes each file
 and embeds only what is new or changed; the driver holds the index's write lock and commits results
@@ -75,7 +76,7 @@ def featurize_rows(featurizer: Any, rows: Sequence[dict[str, str]]) -> list[dict
     """Each row's file hashed, and described unless its hash is the row's `known_hash`:
     {"path", "status": ok / unchanged / failed, "reason", "digest", "vector", "blobs"} per row, in order."""
     from lookalike.errors import ImageError
-    from lookalike.io.images import file_hash, load_image
+    from lookalike.io.images import hash_and_load
 
     results: list[dict[str, Any]] = []
     pending: list[tuple[dict[str, Any], Any]] = []
@@ -83,15 +84,17 @@ def featurize_rows(featurizer: Any, rows: Sequence[dict[str, str]]) -> list[dict
         result: dict[str, Any] = {"path": row["path"], "status": "failed"}
         results.append(result)
         try:
-            result["digest"] = file_hash(Path(row["path"]))
-            if result["digest"] == row.get("known_hash"):
-                result["status"] = "unchanged"
-                continue
-            pending.append((result, load_image(Path(row["path"]))))
+            result["digest"], image = hash_and_load(row["path"], unless=row.get("known_hash") or None)
         except ImageError as exc:
             result["reason"] = exc.reason
+            continue
         except OSError as exc:
             result["reason"] = f"cannot read the file ({exc.strerror or exc})"
+            continue
+        if image is None:
+            result["status"] = "unchanged"
+        else:
+            pending.append((result, image))
     if pending:
         described = featurizer.describe([image for _, image in pending])
         for (result, _), features in zip(pending, described, strict=True):

@@ -36,7 +36,8 @@ from lookalike.index.catalog import DATABASE_FILE, open_catalog
 from lookalike.index.folder import SETTINGS_FILE, folder_state, half_created_message, staging_folder, swap_in
 from lookalike.index.lock import WaitCallback, WriteLock
 from lookalike.io.catalog import CatalogEntry, entries_for
-from lookalike.io.images import ImageSource, file_hash, load_image
+from lookalike.io.images import ImageSource, hash_and_load, load_image
+from lookalike.io.uris import stored_path
 from lookalike.results import AddReport, Hit, RemoveReport, SearchResult
 from lookalike.settings import HeadSettings, Settings
 
@@ -206,7 +207,8 @@ class Engine:
         workers: int | None = None,
         ray_address: str | None = None,
     ) -> AddReport:
-        """Index images (files, or folders whose sub-folders are categories).
+        """Index images: files, folders whose sub-folders are categories, or URIs of either (`s3://`,
+        `gs://`, `https://`, `file://`...: read through fsspec, each stored under its URI as given).
 
         Unchanged files (same path, same content) are skipped; changed ones are re-embedded.
         Bad files are reported in `AddReport.failed`, never abort the run. Each batch is committed
@@ -372,7 +374,7 @@ class Engine:
 
     def find(self, path: str | Path) -> Item | None:
         """The catalogue image indexed from `path` (resolved), or None."""
-        return self.store.find_by_path(str(Path(path).resolve()))
+        return self.store.find_by_path(stored_path(path))
 
     def categories(self) -> dict[str | None, int]:
         """Images per category (None: uncategorised)."""
@@ -902,20 +904,22 @@ class Engine:
         """Embed and commit one batch; reads only this batch's rows, so its cost does not grow with the index."""
         from lookalike.index import NewItem
 
-        paths = [str(entry.path.resolve()) for entry in chunk]
+        paths = [stored_path(entry.path) for entry in chunk]
         known = self.store.known_paths(paths)
         pending: list[tuple[CatalogEntry, str, str, Image.Image]] = []
         for entry, path in zip(chunk, paths, strict=True):
             try:
-                digest = file_hash(entry.path)
-                if path in known and known[path][1] == digest:
-                    report.unchanged.append(path)
-                    continue
-                pending.append((entry, path, digest, load_image(entry.path)))
+                digest, image = hash_and_load(entry.path, unless=known.get(path, (0, None))[1])
             except ImageError as exc:
                 report.failed.append((str(entry.path), exc.reason))
+                continue
             except OSError as exc:
                 report.failed.append((str(entry.path), f"cannot read the file ({exc.strerror or exc})"))
+                continue
+            if image is None:
+                report.unchanged.append(path)
+            else:
+                pending.append((entry, path, digest, image))
         if not pending:
             return
         described = self._describe([image for *_, image in pending])
@@ -937,7 +941,7 @@ class Engine:
         from lookalike.distributed import featurize_on_ray
         from lookalike.index import NewItem
 
-        by_path = {str(entry.path.resolve()): entry for entry in entries}
+        by_path = {stored_path(entry.path): entry for entry in entries}
         known: dict[str, tuple[int, str]] = {}
         for start in range(0, len(entries), 1_000):  # batched lookups: no scan of the whole catalogue
             known.update(self.store.known_paths(list(by_path)[start : start + 1_000]))
@@ -1053,7 +1057,7 @@ def _distinct_files(entries: list[CatalogEntry], report: AddReport) -> list[Cata
     kept = []
     for entry in entries:
         try:
-            real = str(entry.path.resolve(strict=False))
+            real = stored_path(entry.path)  # a URI is its own identity
         except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
             report.failed.append((str(entry.path), f"cannot resolve the path ({exc})"))
             continue

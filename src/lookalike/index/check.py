@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lookalike.io.images import file_hash
+from lookalike.errors import ImageError, LookalikeError
+from lookalike.io.images import bytes_hash, file_hash
+from lookalike.io.uris import filesystem, is_uri, read_uri
 
 
 @dataclass
@@ -40,12 +42,19 @@ def check_database(store: Any, report: CheckReport) -> bool:
 
 
 def check_files(store: Any, report: CheckReport, *, hashes: bool) -> None:
-    """Every image's file exists (and, with `hashes`, still has the content that was indexed)."""
+    """Every image's file exists (and, with `hashes`, still has the content that was indexed); an image
+    stored under a URI is read through fsspec (with `hashes`) or looked up (without)."""
     for item in store.items():
-        path = Path(item.path)
-        if not path.is_file():
+        if is_uri(item.path):
+            state = _uri_state(item.path, item.content_hash if hashes else None)
+        else:
+            path = Path(item.path)
+            state = "missing" if not path.is_file() else None
+            if state is None and hashes and file_hash(path) != item.content_hash:
+                state = "changed"
+        if state == "missing":
             report.missing_files.append(item.path)
-        elif hashes and file_hash(path) != item.content_hash:
+        elif state == "changed":
             report.changed_files.append(item.path)
     if report.missing_files:
         report.problems.append(
@@ -57,3 +66,17 @@ def check_files(store: Any, report: CheckReport, *, hashes: bool) -> None:
             f"{len(report.changed_files)} image file(s) changed since they were indexed (first: "
             f"{report.changed_files[0]}); run `lookalike index` or `lookalike add` on them again to re-embed them"
         )
+
+
+def _uri_state(uri: str, digest: str | None) -> str | None:
+    """ "missing", "changed" (its bytes no longer hash to `digest`, when given) or None for a URI."""
+    if digest is not None:
+        try:
+            return "changed" if bytes_hash(read_uri(uri)) != digest else None
+        except ImageError:
+            return "missing"
+    try:
+        fs, path = filesystem(uri)
+        return None if fs.isfile(path) else "missing"
+    except (LookalikeError, OSError):
+        return "missing"

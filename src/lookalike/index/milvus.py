@@ -8,6 +8,10 @@ time). Every replica must reach every per-image fact, so nothing mutable stays i
   by category), `path`, `content_hash`, `added_at`, `extra` (JSON);
 - `<collection>_blobs`: the re-rankers' per-image data (silhouettes, keypoints, raw vectors) in
   base64 chunks;
+- `<collection>_paths`: path (the primary key) -> image id, so that looking up a batch of paths reads
+  only those rows, however large the catalogue (a filter on a scalar field scans every row in Milvus
+  Lite, and needs a scalar index on a server); a row counts only while the image it names holds that
+  path, so a write cut short never leaves a wrong answer;
 - `<collection>_meta`: the dimension, the model fingerprint, a generation that changes on every write,
   and which vectors collection is current (training an embedding writes a new one, then switches).
 
@@ -51,6 +55,8 @@ UNCATEGORISED = ""  # a partition key cannot be null: images without a category 
 BLOB_CHUNK = 45_000  # raw bytes per blob row: base64 stays under VARCHAR's 65,535 bytes
 QUERY_BATCH = 4_096
 IN_LIST = 1_000  # ids per `id in [...]` expression
+PATHS_PER_LOOKUP = 200  # paths per `path in [...]` expression (each up to 4,096 bytes)
+PATHS_READY = "paths_index"  # meta key: the _paths collection holds every image's path (absent in older indexes)
 ITEM_FIELDS = ["id", "path", "category", "content_hash", "added_at", "extra"]
 # index.kind -> Milvus index type. Milvus Lite builds these; it accepts IVF_PQ / HNSW_PQ / DISKANN but
 # silently searches by brute force, so they are not offered (a server would build them: not tested here).
@@ -173,6 +179,8 @@ class MilvusSpace:
                 )
             self.load(self.meta_name)
             self.load(self.blobs_name)
+            if self.client.has_collection(self.paths_name):  # absent in an index made before it: built on write
+                self.load(self.paths_name)
 
     @property
     def meta_name(self) -> str:
@@ -181,6 +189,10 @@ class MilvusSpace:
     @property
     def blobs_name(self) -> str:
         return f"{self.name}_blobs"
+
+    @property
+    def paths_name(self) -> str:
+        return f"{self.name}_paths"
 
     def call(self, what: str, method: str, *args: Any, **kwargs: Any) -> Any:
         """A client call, its failure a `MilvusError` saying what was being done."""
@@ -208,7 +220,7 @@ class MilvusSpace:
         """Drop this index's collections (and no other index's)."""
         versions = re.compile(re.escape(self.name) + r"_v\d+")
         for name in self.call("listing collections", "list_collections"):
-            if name in (self.meta_name, self.blobs_name) or versions.fullmatch(name):
+            if name in (self.meta_name, self.blobs_name, self.paths_name) or versions.fullmatch(name):
                 self.call(f"dropping {name}", "drop_collection", name)
 
     def _create_side_collections(self) -> None:
@@ -221,24 +233,53 @@ class MilvusSpace:
                                ("item_id", DataType.INT64, {}), ("name", DataType.VARCHAR, {"max_length": 64}),
                                ("chunk", DataType.INT64, {}), ("data", DataType.VARCHAR, {"max_length": 65_535})]),
         ):  # fmt: skip
-            schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
-            for field_name, data_type, options in fields:
-                schema.add_field(field_name, data_type, **options)
-            schema.add_field("unused", DataType.FLOAT_VECTOR, dim=2)  # Milvus wants a vector field in each collection
-            index = self.client.prepare_index_params()
-            index.add_index("unused", index_type="FLAT", metric_type="L2")
-            self.call(f"creating {name}", "create_collection", name, schema=schema, index_params=index,
-                      consistency_level=self.consistency)  # fmt: skip
+            self._create_side_collection(name, fields)
+        self.create_paths_collection()
+
+    def create_paths_collection(self) -> None:
+        """`<name>_paths`: path (primary key) -> item_id; lookups by primary key read only the rows asked for."""
+        from pymilvus import DataType
+
+        fields = [("path", DataType.VARCHAR, {"max_length": 4096, "is_primary": True}), ("item_id", DataType.INT64, {})]
+        self._create_side_collection(self.paths_name, fields)
+
+    def _create_side_collection(self, name: str, fields: list[tuple[str, Any, dict[str, Any]]]) -> None:
+        from pymilvus import DataType
+
+        schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+        for field_name, data_type, options in fields:
+            schema.add_field(field_name, data_type, **options)
+        schema.add_field("unused", DataType.FLOAT_VECTOR, dim=2)  # Milvus wants a vector field in each collection
+        index = self.client.prepare_index_params()
+        index.add_index("unused", index_type="FLAT", metric_type="L2")
+        self.call(f"creating {name}", "create_collection", name, schema=schema, index_params=index,
+                  consistency_level=self.consistency)  # fmt: skip
 
     def query(self, collection: str, expression: str, fields: list[str], what: str) -> list[dict[str, Any]]:
         return list(self.call(what, "query", collection, filter=expression, output_fields=fields))
 
-    def scan(self, collection: str, fields: list[str], expression: str = "") -> Iterator[list[dict[str, Any]]]:
-        """Every row matching `expression`, in batches (query_iterator: no 16,384-row limit)."""
-        with self.lock:
-            iterator = self.client.query_iterator(
-                collection, batch_size=QUERY_BATCH, filter=expression, output_fields=fields
-            )
+    def scan(
+        self,
+        collection: str,
+        fields: list[str],
+        expression: str = "",
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The rows matching `expression` in batches, in primary-key order (query_iterator: no
+        16,384-row limit); `offset` rows skipped (only their keys are read), at most `limit` returned."""
+        options: dict[str, Any] = {"limit": limit} if limit is not None else {}
+        if offset:
+            options["offset"] = offset
+        batch = QUERY_BATCH if limit is None else max(1, min(QUERY_BATCH, limit))
+        try:
+            with self.lock:
+                iterator = self.client.query_iterator(
+                    collection, batch_size=batch, filter=expression, output_fields=fields, **options
+                )
+        except Exception as exc:
+            raise MilvusError(f"Milvus at {self.settings.uri} failed reading {collection}: {exc}") from None
         try:
             while True:
                 with self.lock:
@@ -446,6 +487,8 @@ class MilvusItemStore:
         self.space = space
         self.path = f"{space.settings.uri}#{space.name}"
         self._counts: tuple[int, dict[str | None, int]] | None = None
+        self._paths_ready = False  # once true, stays true (set when the _paths collection is complete)
+        self._generation_seen = 0  # the largest generation this process read or wrote
         self.collection = self.current_collection()
         if space.call("listing collections", "has_collection", self.collection):
             space.load(self.collection)  # metadata reads (paths, items) query it before any search
@@ -463,9 +506,12 @@ class MilvusItemStore:
         """None when the meta, blobs and current vectors collections are all there, else the problem."""
         try:
             names = set(self.space.call("listing collections", "list_collections"))
+            needed = {self.space.meta_name, self.space.blobs_name, self.current_collection()}
+            if self.paths_ready:
+                needed.add(self.space.paths_name)
         except MilvusError as exc:
             return str(exc)
-        missing = {self.space.meta_name, self.space.blobs_name, self.current_collection()} - names
+        missing = needed - names
         if missing:
             return (
                 f"{self.path}: collections missing in Milvus: {', '.join(sorted(missing))}; restore them "
@@ -475,7 +521,8 @@ class MilvusItemStore:
 
     # -- meta
     def get_meta(self, key: str) -> Any:
-        rows = self.space.query(self.space.meta_name, f"key == {literal(key)}", ["value"], "reading meta")
+        # `key in [...]` on the primary key: a point read (`key == ...` is a filter over every row)
+        rows = self.space.query(self.space.meta_name, f"key in [{literal(key)}]", ["value"], "reading meta")
         return json.loads(rows[0]["value"]) if rows else None
 
     def set_meta(self, key: str, value: Any) -> None:
@@ -487,13 +534,19 @@ class MilvusItemStore:
 
     @property
     def generation(self) -> int:
-        """Changes on every write (a counter read and rewritten by each writer: distinct, not gapless,
-        when replicas write at once)."""
-        return int(self.get_meta("generation") or 0)
+        """Changes on every write: the writer's clock in milliseconds, or one more than the last
+        generation this process read or wrote when that is later (distinct, not gapless)."""
+        generation = int(self.get_meta("generation") or 0)
+        self._generation_seen = max(self._generation_seen, generation)
+        return generation
 
     def bump_generation(self) -> int:
-        generation = max(self.generation + 1, time.time_ns() // 1_000_000)
+        """A new generation, written without reading the stored one first (one request per commit, not
+        two): writers of one folder take turns under its lock, so the clock has moved on since the
+        last one wrote, and this process's own commits count up from the last value it saw."""
+        generation = max(self._generation_seen + 1, time.time_ns() // 1_000_000)
         self.set_many({"generation": generation, "changed_at": time.strftime("%Y-%m-%d %H:%M:%S")})
+        self._generation_seen = generation
         return generation
 
     @contextmanager
@@ -511,6 +564,43 @@ class MilvusItemStore:
             if not any(self.space.query(self.collection, f"id in {_id_list(c)}", ["id"], "allocating ids")
                        for c in _chunks(ids, IN_LIST)):  # fmt: skip
                 return ids
+
+    # -- the path lookup (`<name>_paths`)
+    @property
+    def paths_ready(self) -> bool:
+        """Whether `<name>_paths` holds every image's path (an index made before it existed has none
+        until its next write builds it; lookups meanwhile filter the vectors collection)."""
+        if not self._paths_ready:
+            self._paths_ready = bool(self.get_meta(PATHS_READY))
+        return self._paths_ready
+
+    def ensure_paths(self) -> None:
+        """Build `<name>_paths` from the vectors collection when the index predates it (one scan, once;
+        writers only, under the index's write lock). Marked complete only once every row is written."""
+        if self.paths_ready:
+            return
+        if not self.space.call("listing collections", "has_collection", self.space.paths_name):
+            self.space.create_paths_collection()
+        self.space.load(self.space.paths_name)
+        if self.space.call("listing collections", "has_collection", self.collection):
+            for batch in self.space.scan(self.collection, ["id", "path"]):
+                self._write_paths([(row["path"], int(row["id"])) for row in batch])
+        self.set_meta(PATHS_READY, True)
+        self._paths_ready = True
+
+    def _write_paths(self, rows: Sequence[tuple[str, int]]) -> None:
+        records = [{"path": path, "item_id": item_id, "unused": [0.0, 0.0]} for path, item_id in rows]
+        for chunk in _chunks(records, 1_000):
+            self.space.call("writing paths", "upsert", self.space.paths_name, chunk)
+
+    def record_paths(self, ids: Sequence[int], items: Sequence[NewItem]) -> None:
+        """Point each new image's path at its id (before its row is inserted: a path row whose image is
+        missing is ignored by `known_paths`)."""
+        self._write_paths([(item.path, int(item_id)) for item_id, item in zip(ids, items, strict=True)])
+
+    def forget_paths(self, paths: Iterable[str]) -> None:
+        for chunk in _chunks(list(dict.fromkeys(paths)), PATHS_PER_LOOKUP):
+            self.space.call("deleting paths", "delete", self.space.paths_name, ids=chunk)
 
     def payload(self, item: NewItem) -> dict[str, Any]:
         return {"path": item.path, "content_hash": item.content_hash, "added_at": time.time(), "extra": item.extra}
@@ -541,26 +631,56 @@ class MilvusItemStore:
         return found
 
     def find_by_path(self, path: str) -> Item | None:
-        rows = self.space.query(self.collection, f"path == {literal(path)}", ITEM_FIELDS, "finding a path")
-        return _item(rows[0]) if rows else None
+        if not self.paths_ready:
+            rows = self.space.query(self.collection, f"path == {literal(path)}", ITEM_FIELDS, "finding a path")
+            return _item(rows[0]) if rows else None
+        found = self._look_up([path], ITEM_FIELDS)
+        return _item(found[0]) if found else None
 
     def known_paths(self, paths: Iterable[str] | None = None) -> dict[str, tuple[int, str]]:
+        """path -> (id, content hash) of the given paths that are indexed (every image's when None).
+
+        Given paths cost two primary-key reads per 200 (the `_paths` rows, then those images' rows),
+        whatever the catalogue's size."""
         fields = ["id", "path", "content_hash"]
         if paths is None:
             rows = [row for batch in self.space.scan(self.collection, fields) for row in batch]
-        else:
+        elif self.paths_ready:
+            rows = self._look_up(list(dict.fromkeys(paths)), fields)
+        else:  # an index made before `_paths`: a filter over the vectors collection until a writer builds it
             rows = []
-            for chunk in _chunks(list(dict.fromkeys(paths)), 200):
+            for chunk in _chunks(list(dict.fromkeys(paths)), PATHS_PER_LOOKUP):
                 expression = f"path in [{','.join(literal(p) for p in chunk)}]"
                 rows += self.space.query(self.collection, expression, fields, "looking up paths")
         return {row["path"]: (int(row["id"]), row["content_hash"]) for row in rows}
 
+    def _look_up(self, paths: list[str], fields: list[str]) -> list[dict[str, Any]]:
+        """The image rows holding `paths`, through `_paths` (a path row whose image is gone or holds
+        another path, left by a write cut short, is ignored)."""
+        found: list[dict[str, Any]] = []
+        for chunk in _chunks(paths, PATHS_PER_LOOKUP):
+            expression = f"path in [{','.join(literal(p) for p in chunk)}]"
+            pointers = self.space.query(self.space.paths_name, expression, ["path", "item_id"], "looking up paths")
+            if not pointers:
+                continue
+            wanted: dict[int, set[str]] = {}
+            for row in pointers:
+                wanted.setdefault(int(row["item_id"]), set()).add(row["path"])
+            rows = self.space.query(self.collection, f"id in {_id_list(wanted)}", fields, "reading items")
+            found += [row for row in rows if row["path"] in wanted.get(int(row["id"]), ())]
+        return found
+
     def items(self, category: str | None = None, *, limit: int | None = None, offset: int = 0) -> list[Item]:
+        """Images in id order, a page at a time: `offset` skips rows by reading only their ids, and at
+        most `limit` rows are read in full (nothing is sorted in memory)."""
+        if limit is not None and limit <= 0:
+            return []
         expression = "" if category is None else f"category == {literal(_key(category))}"
-        rows = [row for batch in self.space.scan(self.collection, ITEM_FIELDS, expression) for row in batch]
-        rows.sort(key=lambda row: int(row["id"]))
-        end = None if limit is None else offset + limit
-        return [_item(row) for row in rows[offset:end]]
+        return [
+            _item(row)
+            for batch in self.space.scan(self.collection, ITEM_FIELDS, expression, limit=limit, offset=offset)
+            for row in batch
+        ]
 
     def vectors(self, dim: int) -> Iterator[tuple[np.ndarray, np.ndarray, list[str | None]]]:
         for batch in self.space.scan(self.collection, ["id", "vector", "category"]):
@@ -576,12 +696,21 @@ class MilvusItemStore:
         return found
 
     def blobs(self, name: str, ids: Iterable[int]) -> dict[int, bytes]:
-        parts: dict[int, dict[int, bytes]] = {}
-        for chunk in _chunks([int(i) for i in ids], IN_LIST):
-            expression = f"name == {literal(name)} and item_id in {_id_list(chunk)}"
-            for row in self.space.query(self.space.blobs_name, expression, ["item_id", "chunk", "data"], "reading"):
-                parts.setdefault(int(row["item_id"]), {})[int(row["chunk"])] = base64.b64decode(row["data"])
-        return {item_id: b"".join(chunks[i] for i in sorted(chunks)) for item_id, chunks in parts.items()}
+        """The blobs `name` of `ids`, read by primary key (`<id>:<name>:<chunk>`): chunk 0 of each, then
+        the next chunk of those whose last one was full, so a search reads only its shortlist's rows."""
+        parts: dict[int, list[bytes]] = {}
+        pending, number = list(dict.fromkeys(int(i) for i in ids)), 0
+        while pending:
+            found: dict[int, bytes] = {}
+            for chunk in _chunks([literal(f"{item_id}:{name}:{number}") for item_id in pending], IN_LIST):
+                rows = self.space.query(self.space.blobs_name, f"key in [{','.join(chunk)}]", ["item_id", "data"],
+                                        "reading blobs")  # fmt: skip
+                found.update({int(row["item_id"]): base64.b64decode(row["data"]) for row in rows})
+            for item_id, data in found.items():
+                parts.setdefault(item_id, []).append(data)
+            pending = [item_id for item_id, data in found.items() if len(data) == BLOB_CHUNK]
+            number += 1
+        return {item_id: b"".join(chunks) for item_id, chunks in parts.items()}
 
     def count(self) -> int:
         if not self.space.call("listing collections", "has_collection", self.collection):

@@ -15,7 +15,7 @@ import numpy as np
 
 from lookalike.errors import SettingsError
 from lookalike.index.catalog import Catalog
-from lookalike.index.milvus import MILVUS_KINDS, MilvusItemStore, MilvusSpace, MilvusVectorStore
+from lookalike.index.milvus import MILVUS_KINDS, PATHS_READY, MilvusItemStore, MilvusSpace, MilvusVectorStore
 from lookalike.index.store import NewItem
 from lookalike.settings import IndexSettings
 
@@ -37,7 +37,7 @@ class MilvusCatalog(Catalog):
         self.check_kind(self.settings)
         self.dim = dim
         MilvusVectorStore(self.space, self.store.collection, dim, create=True)
-        self.store.set_many({"dim": dim, "embedder": fingerprint, "generation": 0})
+        self.store.set_many({"dim": dim, "embedder": fingerprint, "generation": 0, PATHS_READY: True})
 
     def check_kind(self, settings: IndexSettings) -> None:
         if settings.kind not in MILVUS_KINDS:
@@ -67,15 +67,22 @@ class MilvusCatalog(Catalog):
         return "reloaded"
 
     def commit(self, new: Sequence[NewItem], replaced: dict[int, str | None]) -> list[int]:
-        """Delete the replaced images, then write the new ones' blobs and rows (a row is searchable
-        only once its blobs are stored). Callers hold the index's write lock."""
+        """Delete the replaced images, then write the new ones' paths, blobs and rows (a row is
+        searchable only once its blobs are stored; a path row names an image only once that image's
+        row is there). Reads and writes only these images' rows: the cost does not grow with the
+        catalogue. Callers hold the index's write lock."""
         vectors = self.vectors()
         with self._lock.writing():
+            self.store.ensure_paths()
             if replaced:
+                gone = [item.path for item in self.store.get_many(replaced).values()]
                 vectors.delete(np.array(list(replaced), dtype=np.int64), list(replaced.values()))
                 self.store.delete_blobs(replaced)
+                readded = {item.path for item in new}  # their path rows are pointed at the new ids below
+                self.store.forget_paths(path for path in gone if path not in readded)
             ids = self.store.new_ids(len(new)) if new else []
             if new:
+                self.store.record_paths(ids, new)
                 self.store.write_blobs(ids, new)
                 vectors.add(
                     np.array(ids, dtype=np.int64),

@@ -1,4 +1,5 @@
-"""Find the images of a catalogue: folders (category = sub-folder) and CSV manifests."""
+"""Find the images of a catalogue: folders (category = sub-folder), CSV / Parquet manifests, and
+images or folders named by URI (`s3://`, `gs://`, `https://`, `file://`...: lookalike.io.uris)."""
 
 from __future__ import annotations
 
@@ -10,18 +11,20 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lookalike.errors import LookalikeError, SettingsError
+from lookalike.io import uris
 from lookalike.io.images import IMAGE_EXTENSIONS, UNSUPPORTED_EXTENSIONS, path_problem
 
 
 @dataclass(frozen=True)
 class CatalogEntry:
-    """One image to index: where it is and which category it belongs to (None = unknown)."""
+    """One image to index: where it is (a local path, or a URI string) and which category it belongs
+    to (None = unknown)."""
 
-    path: Path
+    path: Path | str
     category: str | None = None
     item: str | None = None  # the product or object instance, where known (manifests)
     split: str | None = None
-    mask: Path | None = None
+    mask: Path | str | None = None
 
 
 UNCATEGORISED = "uncategorised"  # the category of an image added with none (no --category, no sub-folder)
@@ -116,6 +119,9 @@ def expand_paths(
     entries: list[CatalogEntry] = []
     passed: Skipped = []
     for raw in paths:
+        if uris.is_uri(raw):
+            entries.extend(_uri_entries(str(raw), category_depth, passed))
+            continue
         path = Path(raw)
         if path.is_dir():
             entries.extend(scan_folder(path, category_depth=category_depth, skipped=passed))
@@ -130,44 +136,87 @@ def expand_paths(
     return entries
 
 
+def _uri_entries(uri: str, category_depth: int, skipped: Skipped) -> list[CatalogEntry]:
+    """An image URI as given, or the images below a folder URI (category = the first `category_depth`
+    folders below it), like `scan_folder`; a folder that cannot be listed is passed over with the reason."""
+    if uris.suffix(uri) in IMAGE_EXTENSIONS:
+        return [CatalogEntry(path=uri)]  # read when indexed: a failure then names the URI and the reason
+    try:
+        files = uris.list_folder(uri)
+    except LookalikeError as exc:
+        skipped.append((uri, str(exc).removeprefix(f"{uri}: ")))
+        return []
+    if files is None:
+        return [CatalogEntry(path=uri)]  # a file: the decoder says whether it is an image
+    entries = []
+    for file in files:
+        extension = uris.suffix(file)
+        if extension in UNSUPPORTED_EXTENSIONS:
+            skipped.append((file, UNSUPPORTED_EXTENSIONS[extension]))
+        if extension not in IMAGE_EXTENSIONS:
+            continue
+        folders = file[len(uri.rstrip("/")) + 1 :].split("/")[:-1]
+        category = "/".join(folders[:category_depth]) if folders and category_depth > 0 else None
+        entries.append(CatalogEntry(path=file, category=category))
+    return entries
+
+
 MANIFEST_COLUMNS = ("path", "item", "category", "split", "mask")
 
 
 def read_manifest(manifest: str | Path) -> list[CatalogEntry]:
     """Read a CSV (or Parquet: `.parquet`, needs pyarrow) manifest: a header with `path` and any of
-    item, category, split, mask.
+    item, category, split, mask. The manifest may itself be a URI (read through fsspec).
 
-    Relative paths are taken relative to the manifest's folder.
+    Relative paths are taken relative to the manifest's folder; a path that is a URI is kept as given.
     """
+    if uris.is_uri(manifest):
+        return _read_uri_manifest(str(manifest))
     manifest = Path(manifest)
     if manifest.suffix == ".parquet":
-        return _read_parquet(manifest)
+        return _read_parquet(manifest, manifest, manifest.parent)
     base = manifest.parent
     with open(manifest, newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
-        _check_columns(manifest, columns)
-        return [_entry(row, base) for row in reader]
+        return _read_csv(handle, manifest, base)
 
 
-def _read_parquet(manifest: Path) -> list[CatalogEntry]:
+def _read_uri_manifest(manifest: str) -> list[CatalogEntry]:
+    fs, path = uris.filesystem(manifest)
+    base = uris.parent(manifest)
+    try:
+        if uris.suffix(manifest) == ".parquet":
+            return _read_parquet(path, manifest, base, filesystem=fs)
+        with fs.open(path, "rt", newline="") as handle:
+            return _read_csv(handle, manifest, base)
+    except LookalikeError:
+        raise
+    except Exception as exc:  # each fsspec backend raises its own
+        raise LookalikeError(f"{manifest}: cannot read the manifest ({type(exc).__name__}: {exc})") from None
+
+
+def _read_csv(handle: Iterable[str], manifest: str | Path, base: Path | str) -> list[CatalogEntry]:
+    reader = csv.DictReader(handle)
+    _check_columns(manifest, reader.fieldnames or [])
+    return [_entry(row, base) for row in reader]
+
+
+def _read_parquet(
+    source: str | Path, manifest: str | Path, base: Path | str, filesystem: object = None
+) -> list[CatalogEntry]:
     try:
         import pyarrow.parquet as parquet
     except ImportError:
         raise LookalikeError(f"{manifest}: reading a Parquet manifest needs pyarrow (pip install pyarrow)") from None
     try:
-        table = parquet.read_table(manifest)
+        table = parquet.read_table(source, filesystem=filesystem)
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError...: all mean an unreadable manifest
         raise LookalikeError(f"{manifest}: not a readable Parquet file ({exc})") from None
     _check_columns(manifest, table.column_names)
     rows = table.to_pylist()
-    return [
-        _entry({key: "" if value is None else str(value) for key, value in row.items()}, manifest.parent)
-        for row in rows
-    ]
+    return [_entry({key: "" if value is None else str(value) for key, value in row.items()}, base) for row in rows]
 
 
-def _check_columns(manifest: Path, columns: Sequence[str]) -> None:
+def _check_columns(manifest: str | Path, columns: Sequence[str]) -> None:
     if "path" not in columns:
         raise LookalikeError(
             f"{manifest}: a manifest needs a 'path' column; found {list(columns)}. "
@@ -178,18 +227,26 @@ def _check_columns(manifest: Path, columns: Sequence[str]) -> None:
         raise LookalikeError(f"{manifest}: unknown column(s) {unknown}; expected some of {list(MANIFEST_COLUMNS)}")
 
 
-def _entry(row: dict[str, str], base: Path) -> CatalogEntry:
+def _entry(row: dict[str, str], base: Path | str) -> CatalogEntry:
     def optional(name: str) -> str | None:
         value = (row.get(name) or "").strip()
         return value or None
 
+    def located(value: str) -> Path | str:
+        """A URI as given; a path under the manifest's folder (a URI folder for a manifest read by URI)."""
+        if uris.is_uri(value):
+            return value
+        if isinstance(base, str) and not value.startswith("/"):
+            return uris.join(base, value)
+        return Path(base) / value
+
     mask = optional("mask")
     return CatalogEntry(
-        path=base / row["path"].strip(),
+        path=located(row["path"].strip()),
         category=optional("category"),
         item=optional("item"),
         split=optional("split"),
-        mask=base / mask if mask else None,
+        mask=located(mask) if mask else None,
     )
 
 

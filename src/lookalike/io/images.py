@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from lookalike.errors import ImageError
+from lookalike.io.uris import is_uri, read_uri
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 DEFAULT_MAX_PIXELS = 64_000_000  # ~8000 x 8000: more is a decompression bomb for a product photo
@@ -86,7 +87,8 @@ def load_image(
     """Return `source` as an 8-bit RGB image with its EXIF orientation applied, at most `max_side`
     pixels a side (None: full size).
 
-    `source` is a path, the encoded bytes of a file, or a PIL image. `name` is used in error
+    `source` is a path, a URI string (read through fsspec: lookalike.io.uris), the encoded bytes of a
+    file, or a PIL image. `name` is used in error
     messages instead of the path (an upload's file name, say). Raises `ImageError` for missing,
     empty, unreadable, truncated, non-image, oversized (more than `max_pixels`, checked from the
     header before decoding) and tiny (under `MIN_SIDE` pixels a side) files.
@@ -97,6 +99,8 @@ def load_image(
         return to_rgb(_fit(source, max_side))
     if isinstance(source, bytes):
         return decode_image(source, name or "<bytes>", max_pixels=max_pixels, max_side=max_side)
+    if isinstance(source, str) and is_uri(source):  # s3://, https://, file://...: read through fsspec
+        return decode_image(read_uri(source), name or source, max_pixels=max_pixels, max_side=max_side)
     path = Path(source)
     label = name or str(source)
     problem = path_problem(path)
@@ -165,6 +169,21 @@ def file_hash(path: str | Path) -> str:
 
 def bytes_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def hash_and_load(source: str | Path, *, unless: str | None = None) -> tuple[str, Image.Image | None]:
+    """The content hash of a file or URI, and its image, not decoded (None) when the hash is `unless`
+    (the one indexed: unchanged). A URI is read once, for both; a local file is hashed, then decoded
+    from disk. Raises `ImageError` naming the file or URI and the reason."""
+    if isinstance(source, str) and is_uri(source):
+        data = read_uri(source)
+        digest = bytes_hash(data)
+        return digest, None if digest == unless else decode_image(data, source)
+    try:
+        digest = file_hash(source)
+    except OSError as exc:
+        raise ImageError(str(source), f"cannot read the file ({exc.strerror or exc})") from None
+    return digest, None if digest == unless else load_image(source)
 
 
 def _decode(stream: BinaryIO, label: str, extension: str, max_pixels: int, max_side: int | None) -> Image.Image:
