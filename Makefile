@@ -34,7 +34,8 @@ serve: $(STAMP)
 
 test: $(STAMP) chromium
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -q -rs
+	# two workers, one test file each at a time (module fixtures are built once): CI machines have 2 cores
+	$(BIN)/python -m pytest -q -rs -n 2 --dist loadfile
 
 # tests/test_browser.py opens the web page in a real browser: Debian's Chromium (about 350 MB with
 # its libraries), never one Playwright would download. Installed through apt-get when missing and we
