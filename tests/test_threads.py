@@ -55,7 +55,7 @@ def test_the_rule() -> None:
 
 def test_a_small_search_runs_on_one_thread_and_restores_the_count(two_threads: None) -> None:
     store, partitions = _store({"a": 40, "b": 20})
-    scores, ids = store.search(np.ones((1, 8), np.float32) / np.sqrt(8), 5)
+    _, ids = store.search(np.ones((1, 8), np.float32) / np.sqrt(8), 5)
     assert ids.shape == (1, 5) and (ids >= 0).all()
     assert [p.seen for p in partitions] == [[1], [1]]
     assert faiss.omp_get_max_threads() == 2  # the calling thread's count is put back
