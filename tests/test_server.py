@@ -407,3 +407,44 @@ def test_openapi_documents_the_search_options_in_both_places(client: TestClient)
     assert {"k", "category", "rerank", "gating"} <= in_query
     ref = operation["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[-1]
     assert {"file", "k", "category", "rerank", "gating"} <= set(spec["components"]["schemas"][ref]["properties"])
+
+
+def test_searches_beyond_the_concurrency_wait_their_turn(engine: Engine, samples: Path) -> None:
+    """With `search_concurrency=2`, four simultaneous uploads never run more than two searches at once."""
+    import threading
+    import time
+
+    running, most = 0, 0
+    guard = threading.Lock()
+    original = engine.search
+
+    def counted(*args: object, **kwargs: object) -> object:
+        nonlocal running, most
+        with guard:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.2)  # long enough for the other requests to arrive meanwhile
+        try:
+            return original(*args, **kwargs)
+        finally:
+            with guard:
+                running -= 1
+
+    engine.search = counted  # type: ignore[method-assign]
+    photo = next((samples / "queries").glob("*.jpg")).read_bytes()
+    settings = ServerSettings(warm_up=False, search_concurrency=2)
+    with TestClient(create_app(engine, settings)) as test_client:
+        statuses: list[int] = []
+
+        def upload() -> None:
+            answer = test_client.post("/api/search", files={"file": ("q.jpg", photo, "image/jpeg")})
+            statuses.append(answer.status_code)
+
+        threads = [threading.Thread(target=upload) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert statuses == [200] * 4 and most == 2
+    with pytest.raises(SettingsError, match="search_concurrency must be >= 1 or None, got 0"):
+        ServerSettings(search_concurrency=0)

@@ -36,6 +36,10 @@ class ServerSettings:
     thumbnail_sizes: tuple[int, ...] = (128, 256, 512)  # the sizes a client may ask for
     warm_up: bool = True  # load the models at start-up rather than on the first search
     model_threads: int | None = 1  # intra-op threads per query (queries run side by side); None: one per core
+    # searches running at once; the others wait their turn (None: two per core). Unbounded, 32 clients
+    # held 90 req/s against 121 with 8; one slot per core left cores idle while a search waited for the
+    # GIL (90 req/s with 8 clients); two per core held 137 and 133 (benchmarks/results/load.json)
+    search_concurrency: int | None = None
     allow_writes: bool = False  # POST /api/items and DELETE /api/items/{id}; off: 403
     api_key: str | None = field(default=None, repr=False)  # needed for writes when set; never logged
     cors_origins: tuple[str, ...] = ()  # e.g. ("https://shop.example.com",); none: no CORS headers
@@ -55,6 +59,10 @@ class ServerSettings:
                 f"max_pixels_per_request must be >= 1,000,000, got {self.max_pixels_per_request:,}",
             ),
             (self.max_k >= 1, f"max_k must be >= 1, got {self.max_k}"),
+            (
+                self.search_concurrency is None or self.search_concurrency >= 1,
+                f"search_concurrency must be >= 1 or None, got {self.search_concurrency}",
+            ),
             (
                 self.model_threads is None or self.model_threads >= 1,
                 f"model_threads must be >= 1 or None, got {self.model_threads}",

@@ -9,6 +9,7 @@ blocks searches only while it commits, not while it embeds.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,10 +37,18 @@ class ServerContext:
     settings: ServerSettings
     queries: QueryCache
     _write_lock: threading.Lock = field(default_factory=threading.Lock)
+    _search_slots: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(1))
 
     @classmethod
     def create(cls, engine: Engine, settings: ServerSettings) -> ServerContext:
-        return cls(engine, settings, QueryCache(settings.query_cache_size))
+        slots = threading.BoundedSemaphore(settings.search_concurrency or 2 * (os.cpu_count() or 1))
+        return cls(engine, settings, QueryCache(settings.query_cache_size), _search_slots=slots)
+
+    @contextmanager
+    def search_slot(self) -> Iterator[None]:
+        """Hold one of the `search_concurrency` slots while a search runs its models (waits for one)."""
+        with self._search_slots:
+            yield
 
     @property
     def uploads_dir(self) -> Path:

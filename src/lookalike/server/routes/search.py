@@ -93,7 +93,8 @@ def search_upload(
     data = read_limited(file.file, name, context.settings.max_upload_bytes)
     check_pixels(data, name, PixelBudget(context.settings.max_pixels_per_request))
     options = context.search_options(rerank, gating)
-    result = context.engine.search(data, k, category=category, name=f"upload {name!r}", **options)
+    with context.search_slot():
+        result = context.engine.search(data, k, category=category, name=f"upload {name!r}", **options)
     record = record_of(name, result.localization, None, context.settings.preview_size)
     return _answer(context, result, record, k=k, category=category, rerank=rerank, gating=gating)
 
@@ -111,7 +112,8 @@ def search_similar(
     k, category = resolve_k(context, k), optional(category)
     item = context.item_or_404(item_id)
     options = context.search_options(rerank, gating)
-    result = context.engine.search_by_id(item_id, k, category=category, **options)
+    with context.search_slot():
+        result = context.engine.search_by_id(item_id, k, category=category, **options)
     silhouette = context.engine.silhouette(item_id)
     record = QueryRecord(Path(item.path).name, silhouette=silhouette)
     return _answer(context, result, record, k=k, category=category, rerank=rerank, gating=gating)
