@@ -105,7 +105,8 @@ def test_the_training_threshold_never_goes_below_what_kmeans_needs() -> None:
     assert _ann("ivfpq", min_vectors=10, nlist=512).build_threshold() == 512
     assert _ann("hnsw").build_threshold() == 1000
     assert _ann("auto", auto_threshold=100, auto_kind="ivfpq").build_threshold() == 39 * 256  # trains auto_kind
-    assert _ann("auto", auto_threshold=5000).build_threshold() == 5001  # default auto_kind hnsw: no training
+    assert _ann("auto", auto_threshold=5000, auto_kind="hnsw").build_threshold() == 5001  # hnsw: no training
+    assert _ann("auto", auto_threshold=50_000).build_threshold() == 50_001  # the default auto_kind, pcaivfsq8
 
 
 def test_auto_turns_approximate_past_its_threshold() -> None:
@@ -117,6 +118,18 @@ def test_auto_turns_approximate_past_its_threshold() -> None:
     facts = index.describe()
     assert facts["state"] == "approximate" and facts["faiss"].startswith("IVF") and facts["kind"] == "auto"
     assert len(index) == 601 and index.quantized
+
+
+def test_auto_turns_large_partitions_into_pcaivfsq8_by_default() -> None:
+    index = _ann("auto", auto_threshold=1500, min_vectors=500, reduce_dim=16)
+    vectors = _clustered(2000, 23)
+    index.add(np.arange(1500), vectors[:1500])
+    assert not index.approximate and "then built as pcaivfsq8" in index.describe()["note"]
+    index.add(np.arange(1500, 2000), vectors[1500:])
+    facts = index.describe()
+    assert facts["kind"] == "auto" and facts["faiss"].startswith("PCA16,IVF") and index.reduction is not None
+    _, found = index.search(vectors[:5], 1)
+    assert list(found[:, 0]) == [0, 1, 2, 3, 4]
 
 
 def test_an_announced_size_waits_for_a_larger_training_sample() -> None:
@@ -252,7 +265,7 @@ def _reduced(**settings: object) -> tuple[AnnIndex, np.ndarray]:
 def test_pcaivfsq8_finds_the_exact_neighbours_of_its_reduced_space_with_exact_scores() -> None:
     index, vectors = _reduced()
     facts = index.describe()
-    assert facts["faiss"] == "PCA16,IVF16,SQ8" and facts["reduction"]["from_dim"] == DIM
+    assert facts["faiss"] == "PCA16,IVF32,SQ8" and facts["reduction"]["from_dim"] == DIM
     assert "exact inner products of the 16-d reduced vectors" in facts["scores"]
     assert index.approximate and not index.quantized and index.capabilities.exact_scores
     reduction = index.reduction
@@ -320,7 +333,9 @@ def test_pcaivfsq8_checks_dimensions() -> None:
 
 def test_pcaivfsq8_tunables_follow_the_size() -> None:
     params = choose_params("pcaivfsq8", 10**6, 10**5, 1280, IndexSettings())
-    assert params.factory() == "PCA256,IVF1024,SQ8" and params.rescore_factor == 4
+    assert params.factory() == "PCA256,IVF4096,SQ8" and params.nprobe == 16 and params.rescore_factor == 4
+    assert choose_params("pcaivfsq8", 50_000, 50_000, 1280, IndexSettings()).factory() == "PCA256,IVF1024,SQ8"
+    assert choose_params("pcaivfsq8", 10**7, 10**6, 1280, IndexSettings()).nprobe == 64  # 16,384 cells
     assert _ann("pcaivfsq8").build_threshold() == 39 * 256  # the PCA and the coarse quantiser train then
 
 

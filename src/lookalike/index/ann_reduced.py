@@ -30,7 +30,7 @@ import numpy as np
 
 from lookalike._estimator import check_is_fitted
 from lookalike.errors import IndexMismatchError, LookalikeError
-from lookalike.index.ann_params import AnnParams
+from lookalike.index.ann_params import REDUCED_POINTS_PER_CENTROID, AnnParams
 from lookalike.settings import IndexSettings
 
 CHUNK = 65_536  # rows re-encoded at a time when compacting
@@ -149,7 +149,9 @@ class ReducedStage:
         import faiss
 
         self.reduction.fit(sample)
-        faiss.extract_index_ivf(self.index).cp.seed = self.settings.seed
+        clustering = faiss.extract_index_ivf(self.index).cp
+        clustering.seed = self.settings.seed
+        clustering.min_points_per_centroid = REDUCED_POINTS_PER_CENTROID  # FAISS warns below this many
         self.index.train(self.reduction.transform(sample))
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
@@ -207,7 +209,7 @@ class ReducedStage:
             block = rows[start : start + RESCORE_BATCH]
             gathered = np.asarray(self.rows.view[np.maximum(block, 0).ravel()], dtype=np.float32)
             gathered = gathered.reshape(*block.shape, -1)
-            exact = np.einsum("nd,nkd->nk", reduced[start : start + RESCORE_BATCH], gathered)
+            exact = np.matmul(gathered, reduced[start : start + RESCORE_BATCH, :, None])[..., 0]
             scores[start : start + RESCORE_BATCH] = np.where(block >= 0, exact, -np.inf)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         best, picked = np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
