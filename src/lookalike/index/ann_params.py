@@ -18,7 +18,7 @@ REDUCED_KINDS = ("pcaivfsq8",)  # a learned PCA, IVF-SQ8 codes, exact re-scoring
 APPROXIMATE_KINDS = GRAPH_KINDS + IVF_KINDS + REDUCED_KINDS
 GRAPH_MIN_VECTORS = 1_000  # below this, brute force is as fast as a graph, and exact
 POINTS_PER_CENTROID = 39  # FAISS's k-means warns below this many training points per centroid
-REDUCED_MIN_VECTORS = POINTS_PER_CENTROID * 256  # the PCA of 1,280-d vectors needs thousands of samples
+REDUCED_MIN_VECTORS = POINTS_PER_CENTROID * 256  # as the PQ kinds: a PCA of 1,280-d vectors needs thousands
 REDUCED_POINTS_PER_CENTROID = 24  # k-means in the reduced space: 100,000 training vectors give 4,096 cells
 
 
@@ -84,9 +84,10 @@ def min_vectors(kind: str, settings: IndexSettings) -> int:
     """How many vectors a partition holds before the approximate index is built (searched exactly until then)."""
     check_kind(kind)
     wanted = settings.min_vectors
-    if wanted is None:
+    if wanted is None and kind in REDUCED_KINDS:
+        wanted = REDUCED_MIN_VECTORS
+    elif wanted is None:
         wanted = GRAPH_MIN_VECTORS if kind == "hnsw" else POINTS_PER_CENTROID * 2**settings.pq_nbits
-        wanted = REDUCED_MIN_VECTORS if kind in REDUCED_KINDS else wanted
     return max(wanted, hard_minimum(kind, settings))
 
 
@@ -120,8 +121,8 @@ def choose_params(kind: str, size: int, train_size: int, dim: int, settings: Ind
         pq_m=_pq_m(settings.pq_m, dim, settings.pq_nbits),
         pq_nbits=settings.pq_nbits,
         opq=settings.opq,
-        reduce_dim=min(settings.reduce_dim, dim) if kind in REDUCED_KINDS else 0,
-        rescore_factor=(settings.rescore_factor or settings.shortlist_factor) if kind in REDUCED_KINDS else 0,
+        reduce_dim=min(settings.reduce_dim, dim) if reduced else 0,
+        rescore_factor=(settings.rescore_factor or settings.shortlist_factor) if reduced else 0,
     )
 
 
@@ -153,7 +154,7 @@ def auto_reduced_nlist(size: int, train_size: int) -> int:
 
 
 def auto_reduced_nprobe(nlist: int) -> int:
-    """pcaivfsq8: 16 cells (Recall@10 0.96 in the reduced space at 1M, benchmarks/ann.py), more past 4,096."""
+    """pcaivfsq8: 16 cells (Recall@10 0.965 in the reduced space at 1M, benchmarks/ann.py), more past 4,096."""
     return max(1, min(nlist, max(16, nlist // 256)))
 
 
