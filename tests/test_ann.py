@@ -4,6 +4,7 @@ the engine's exact re-scoring, and rebuilding (the shared suite is tests/contrac
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +13,11 @@ from typer.testing import CliRunner
 
 from lookalike import Engine
 from lookalike.cli import app
-from lookalike.errors import SettingsError, UnknownNameError
+from lookalike.errors import IndexMismatchError, LookalikeError, NotFittedError, SettingsError, UnknownNameError
 from lookalike.index import create_index, load_index
 from lookalike.index.ann import AnnIndex, rescore
 from lookalike.index.ann_params import auto_nlist, auto_pq_m, choose_params
+from lookalike.index.ann_reduced import PcaReduction
 from lookalike.settings import IndexSettings, Settings
 
 DIM = 32
@@ -103,7 +105,8 @@ def test_the_training_threshold_never_goes_below_what_kmeans_needs() -> None:
     assert _ann("ivfpq", min_vectors=10, nlist=512).build_threshold() == 512
     assert _ann("hnsw").build_threshold() == 1000
     assert _ann("auto", auto_threshold=100, auto_kind="ivfpq").build_threshold() == 39 * 256  # trains auto_kind
-    assert _ann("auto", auto_threshold=5000).build_threshold() == 5001  # default auto_kind hnsw: no training
+    assert _ann("auto", auto_threshold=5000, auto_kind="hnsw").build_threshold() == 5001  # hnsw: no training
+    assert _ann("auto", auto_threshold=50_000).build_threshold() == 50_001  # the default auto_kind, pcaivfsq8
 
 
 def test_auto_turns_approximate_past_its_threshold() -> None:
@@ -115,6 +118,18 @@ def test_auto_turns_approximate_past_its_threshold() -> None:
     facts = index.describe()
     assert facts["state"] == "approximate" and facts["faiss"].startswith("IVF") and facts["kind"] == "auto"
     assert len(index) == 601 and index.quantized
+
+
+def test_auto_turns_large_partitions_into_pcaivfsq8_by_default() -> None:
+    index = _ann("auto", auto_threshold=1500, min_vectors=500, reduce_dim=16)
+    vectors = _clustered(2000, 23)
+    index.add(np.arange(1500), vectors[:1500])
+    assert not index.approximate and "then built as pcaivfsq8" in index.describe()["note"]
+    index.add(np.arange(1500, 2000), vectors[1500:])
+    facts = index.describe()
+    assert facts["kind"] == "auto" and facts["faiss"].startswith("PCA16,IVF") and index.reduction is not None
+    _, found = index.search(vectors[:5], 1)
+    assert list(found[:, 0]) == [0, 1, 2, 3, 4]
 
 
 def test_an_announced_size_waits_for_a_larger_training_sample() -> None:
@@ -229,6 +244,101 @@ def test_rescore_orders_by_exact_scores_and_drops_unknown_ids() -> None:
     assert list(ids) == [2, 1] and scores[0] == pytest.approx(0.8)
 
 
+# -- "pcaivfsq8": a learned PCA, IVF-SQ8 codes, exact re-scoring from float16 reduced vectors
+
+
+def _clustered(rows: int, seed: int, clusters: int = 40) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, DIM))
+    vectors = (centres[rng.integers(0, clusters, rows)] + 0.6 * rng.normal(size=(rows, DIM))).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def _reduced(**settings: object) -> tuple[AnnIndex, np.ndarray]:
+    """A built pcaivfsq8 index over 3,000 clustered vectors with ids 10,000..12,999, reduced to 16-d."""
+    index = _ann("pcaivfsq8", min_vectors=1000, reduce_dim=16, **settings)
+    vectors = _clustered(3000, 20)
+    index.add(np.arange(10_000, 13_000), vectors)
+    return index, vectors
+
+
+def test_pcaivfsq8_finds_the_exact_neighbours_of_its_reduced_space_with_exact_scores() -> None:
+    index, vectors = _reduced()
+    facts = index.describe()
+    assert facts["faiss"] == "PCA16,IVF32,SQ8" and facts["reduction"]["from_dim"] == DIM
+    assert "exact inner products of the 16-d reduced vectors" in facts["scores"]
+    assert index.approximate and not index.quantized and index.capabilities.exact_scores
+    reduction = index.reduction
+    assert reduction is not None
+    queries = vectors[:100] + 0.1 * _clustered(100, 21)
+    scores, found = index.search(queries, 10)
+    reduced, reduced_queries = reduction.transform(vectors), reduction.transform(queries)
+    truth = 10_000 + np.argsort(-(reduced_queries @ reduced.T), axis=1)[:, :10]
+    assert np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)]) >= 0.95
+    exact = np.einsum("nd,nkd->nk", reduced_queries, reduced[found - 10_000])
+    np.testing.assert_allclose(scores, exact, atol=2e-3)  # float16 rows
+    assert np.all(np.diff(scores, axis=1) <= 0)
+
+
+def test_pcaivfsq8_never_returns_removed_ids_and_takes_them_back() -> None:
+    index, vectors = _reduced(tombstone_fraction=0.2)
+    index.remove(np.arange(10_000, 10_300))  # 10 %: codes deleted, rows kept dead
+    assert len(index) == 2700 and index.describe()["dead_rows"] == 300
+    _, found = index.search(vectors[:300], 20)
+    assert not set(found.ravel()) & set(range(10_000, 10_300))
+    index.add([10_000], vectors[[2999]])  # an update: the id comes back with another vector, in a new row
+    _, found = index.search(vectors[[2999]], 5)
+    assert {10_000, 12_999} <= set(found[0])
+    index.remove(np.arange(10_300, 10_700))  # 700 dead rows of 3,001: past 20 %, compacted
+    facts = index.describe()
+    assert facts["dead_rows"] == 0 and len(index) == 2301
+    _, found = index.search(vectors[700:710], 1)
+    assert list(found[:, 0]) == list(range(10_700, 10_710))
+    _, found = index.search(vectors[[2999]], 5)
+    assert {10_000, 12_999} <= set(found[0])
+
+
+def test_pcaivfsq8_reopens_with_its_rows_memory_mapped(tmp_path: Path) -> None:
+    index, vectors = _reduced()
+    index.remove([10_001])
+    index.save(tmp_path / "x.faiss")
+    for name in ("x.faiss.rows.npy", "x.faiss.ids.npy", "x.faiss.live.npy", "x.faiss.reduction.npz"):
+        assert (tmp_path / name).is_file()
+    settings = IndexSettings(kind="pcaivfsq8", min_vectors=1000, reduce_dim=16)
+    mapped = load_index("pcaivfsq8", tmp_path / "x.faiss", DIM, settings)
+    assert isinstance(mapped, AnnIndex) and len(mapped) == 2999
+    assert mapped.describe()["rows_memory_mapped"] and mapped.describe()["memory_mapped"]
+    queries = vectors[:20]
+    np.testing.assert_array_equal(mapped.search(queries, 10)[1], index.search(queries, 10)[1])
+    mapped.add([10_001], vectors[[1]])  # the first write reads the index and the rows into memory
+    assert not mapped.memory_mapped and not mapped.describe()["rows_memory_mapped"]
+    assert mapped.search(vectors[[1]], 1)[1][0, 0] == 10_001
+    plain = load_index("pcaivfsq8", tmp_path / "x.faiss", DIM, replace(settings, mmap=False, rescore_factor=8))
+    assert isinstance(plain, AnnIndex) and not plain.describe()["rows_memory_mapped"]
+    assert plain.params is not None and plain.params.rescore_factor == 8
+
+
+def test_pcaivfsq8_checks_dimensions() -> None:
+    index, _ = _reduced()
+    with pytest.raises(IndexMismatchError, match=r"expected queries of shape \(n, 32\), got \(1, 16\)"):
+        index.search(np.zeros((1, 16), np.float32), 5)
+    assert choose_params("pcaivfsq8", 10**6, 10**5, 64, IndexSettings()).reduce_dim == 64  # at most the input's
+    with pytest.raises(NotFittedError, match="this pca reduction is not fitted yet: call fit"):
+        PcaReduction(8).transform(np.zeros((1, DIM), np.float32))
+    with pytest.raises(LookalikeError, match="cannot reduce 32-d vectors to 64-d"):
+        PcaReduction(64).fit(_unit(10, 22))
+    with pytest.raises(SettingsError, match="index.reduce_dim must be >= 1, got 0"):
+        Settings(index=IndexSettings(reduce_dim=0))
+
+
+def test_pcaivfsq8_tunables_follow_the_size() -> None:
+    params = choose_params("pcaivfsq8", 10**6, 10**5, 1280, IndexSettings())
+    assert params.factory() == "PCA256,IVF4096,SQ8" and params.nprobe == 16 and params.rescore_factor == 4
+    assert choose_params("pcaivfsq8", 50_000, 50_000, 1280, IndexSettings()).factory() == "PCA256,IVF1024,SQ8"
+    assert choose_params("pcaivfsq8", 10**7, 10**6, 1280, IndexSettings()).nprobe == 64  # 16,384 cells
+    assert _ann("pcaivfsq8").build_threshold() == 39 * 256  # the PCA and the coarse quantiser train then
+
+
 # -- the engine
 
 
@@ -261,6 +371,18 @@ def test_engine_rescores_pq_shortlists_exactly(engine: Engine, sample_queries: l
     result = engine.search(sample_queries[0], k=5)
     assert "rescore" in result.timings
     assert result[0].id == flat[0].id and result[0].score == pytest.approx(flat[0].score, abs=1e-5)
+    assert _top1(engine, sample_queries) == flat_top1
+
+
+def test_engine_pcaivfsq8_scores_in_its_reduced_space_without_fetching_vectors(
+    engine: Engine, sample_queries: list[Path]
+) -> None:
+    flat_top1 = _top1(engine, sample_queries)
+    engine.rebuild("pcaivfsq8", partition_by_category=False, min_vectors=16)
+    facts = engine.info()["vector_index"][""]
+    assert facts["state"] == "approximate" and facts["faiss"].startswith("PCA256,IVF") and facts["vectors"] == 60
+    result = engine.search(sample_queries[0], k=5)
+    assert "rescore" not in result.timings  # its scores are exact in its reduced space: no SQLite fetch
     assert _top1(engine, sample_queries) == flat_top1
 
 

@@ -98,8 +98,10 @@ class IndexSettings:
     """Vector index kind, partitioning and the approximate kinds' tunables (None = chosen from the size).
 
     Kinds: "flat" (exact), "hnsw", "ivfpq", "hnswpq" (HNSW graph over PQ codes), "ivfhnswpq" (IVF with
-    an HNSW coarse quantiser, PQ codes), "auto" (exact up to `auto_threshold` vectors per partition,
-    then `auto_kind`). An approximate partition searches exactly until it holds `min_vectors`.
+    an HNSW coarse quantiser, PQ codes), "pcaivfsq8" (a learned PCA to `reduce_dim`, IVF with SQ8
+    codes, exact re-scoring from memory-mapped float16 reduced vectors), "auto" (exact up to
+    `auto_threshold` vectors per partition, then `auto_kind`). An approximate partition searches
+    exactly until it holds `min_vectors`.
     See lookalike.index.ann and benchmarks/ann.py for the measured trade-offs.
     """
 
@@ -112,11 +114,13 @@ class IndexSettings:
     consistency: str = "Strong"  # milvus: a search right after an add sees it ("Bounded" is faster)
     partition_by_category: bool = True
     category_depth: int = 1  # category = the first N folders below the catalogue root
-    # what "auto" turns a partition into past auto_threshold: HNSW kept Recall@10 0.96 at 0.5 ms where
-    # IVF-PQ80 reached 0.60 at 1M vectors (benchmarks/results/ann.json); PQ kinds save memory instead
-    auto_kind: str = "hnsw"
+    # what "auto" turns a partition into past auto_threshold: pcaivfsq8 kept Recall@10 0.965 in its 256-d
+    # space at 1M vectors in 793 B/vector, 39x exact search's rate (HNSW: 0.96 in 5.4 KB), and the 256-d PCA
+    # changed grocery-store photo->photo mAP by +0.006 (benchmarks/results/ann.json); "hnsw" ranks by the
+    # full vectors
+    auto_kind: str = "pcaivfsq8"
     auto_threshold: int = 50_000  # "auto": partitions up to this many vectors stay exact (brute force)
-    min_vectors: int | None = None  # approximate kinds: exact until this many (None: 1,000; PQ: 39 x 2^pq_nbits)
+    min_vectors: int | None = None  # approximate kinds: exact until this many (None: hnsw 1,000; else 9,984)
     train_size: int = 100_000  # quantisers train on at most this many vectors (a seeded sample)
     hnsw_m: int | None = None  # graph degree
     ef_construction: int | None = None
@@ -127,6 +131,8 @@ class IndexSettings:
     pq_nbits: int = 8  # bits per sub-quantiser code: 8, or 4 (IVF kinds then use FAISS's fast-scan layout)
     opq: bool = False  # learn a rotation (OPQ) before PQ: better codes, slower training
     shortlist_factor: int = 4  # approximate kinds fetch k x this; PQ scores are then re-computed exactly
+    reduce_dim: int = 256  # pcaivfsq8: the PCA's output dimension (at most the vectors' own)
+    rescore_factor: int | None = None  # pcaivfsq8: re-scores k x this from its float16 vectors (None: shortlist_factor)
     tombstone_fraction: float = 0.2  # HNSW kinds cannot delete: removed ids are hidden; rebuilt past this fraction
     mmap: bool = True  # open saved approximate indexes memory-mapped (read-only until the first write)
     seed: int = 0
@@ -137,16 +143,18 @@ class IndexSettings:
         levels = ("Strong", "Bounded", "Session", "Eventually")
         _check(self.consistency in levels, f"index.consistency must be one of {levels}, got {self.consistency!r}")
         _check(self.category_depth >= 0, f"index.category_depth must be >= 0, got {self.category_depth}")
-        approximate = ("hnsw", "ivfpq", "hnswpq", "ivfhnswpq")
+        approximate = ("hnsw", "ivfpq", "hnswpq", "ivfhnswpq", "pcaivfsq8")
         _check(self.auto_kind in approximate, f"index.auto_kind must be one of {approximate}, got {self.auto_kind!r}")
         _check(self.auto_threshold >= 0, f"index.auto_threshold must be >= 0, got {self.auto_threshold}")
         _check(self.train_size >= 1, f"index.train_size must be >= 1, got {self.train_size}")
-        for name in ("min_vectors", "hnsw_m", "ef_construction", "ef_search", "nlist", "nprobe", "pq_m"):
+        names = ("min_vectors", "hnsw_m", "ef_construction", "ef_search", "nlist", "nprobe", "pq_m", "rescore_factor")
+        for name in names:
             value = getattr(self, name)
             _check(value is None or value >= 1, f"index.{name} must be >= 1 or null (automatic), got {value}")
         _check(self.hnsw_m is None or self.hnsw_m >= 2, f"index.hnsw_m must be >= 2, got {self.hnsw_m}")
         _check(4 <= self.pq_nbits <= 10, f"index.pq_nbits must be in [4, 10], got {self.pq_nbits}")
         _check(self.shortlist_factor >= 1, f"index.shortlist_factor must be >= 1, got {self.shortlist_factor}")
+        _check(self.reduce_dim >= 1, f"index.reduce_dim must be >= 1, got {self.reduce_dim}")
         fraction = self.tombstone_fraction
         _check(0.0 < fraction < 1.0, f"index.tombstone_fraction must be in (0, 1), got {fraction}")
 

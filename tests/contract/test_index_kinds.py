@@ -65,7 +65,7 @@ def test_wrong_shapes_are_clear_errors(kind: str) -> None:
 
 
 def test_unknown_kind_lists_the_valid_ones() -> None:
-    expected = "Unknown index kind 'annoy'; expected one of: auto, flat, hnsw, hnswpq, ivfhnswpq, ivfpq"
+    expected = "Unknown index kind 'annoy'; expected one of: auto, flat, hnsw, hnswpq, ivfhnswpq, ivfpq, pcaivfsq8"
     with pytest.raises(UnknownNameError, match=expected):
         create_index("annoy", DIM, IndexSettings())
 

@@ -1,4 +1,4 @@
-"""Approximate nearest-neighbour kinds on FAISS: "hnsw", "ivfpq", "hnswpq", "ivfhnswpq" and "auto".
+"""Approximate nearest-neighbour kinds on FAISS: "hnsw", "ivfpq", "hnswpq", "ivfhnswpq", "pcaivfsq8" and "auto".
 
 Life of a partition: it starts exact (a flat index) and becomes approximate once it holds enough
 vectors (`min_vectors`; for "auto" more than `auto_threshold`, then `auto_kind`). The quantisers
@@ -13,11 +13,14 @@ the graph is rebuilt from its own stored vectors (HNSW: exact; HNSW-PQ: re-encod
 codes with the same trained quantiser). Re-adding a removed id rebuilds too.
 
 Scores of the PQ kinds are approximate: the engine fetches k x `shortlist_factor` candidates and
-re-computes their scores from the full vectors in SQLite (`rescore`).
+re-computes their scores from the full vectors in SQLite (`rescore`). "pcaivfsq8" (lookalike.index.
+ann_reduced) searches a learned `reduce_dim` PCA space with IVF-SQ8 codes and re-scores its own
+shortlist from float16 reduced vectors: its scores are exact inner products in that reduced space.
 
 Saved as the FAISS file plus `<file>.json` (kind, state, tunables) and, for the HNSW kinds,
-`<file>.ids.npy` and `<file>.live.npy`. With `mmap` the FAISS file is opened memory-mapped and
-read-only; the first write reads it into memory.
+`<file>.ids.npy` and `<file>.live.npy`; "pcaivfsq8" adds `<file>.rows.npy` and `<file>.reduction.npz`.
+With `mmap` the FAISS file (and the float16 rows) are opened memory-mapped and read-only; the first
+write reads the FAISS index into memory.
 """
 
 from __future__ import annotations
@@ -34,11 +37,13 @@ from lookalike.errors import IndexMismatchError
 from lookalike.index.ann_params import (
     APPROXIMATE_KINDS,
     GRAPH_KINDS,
+    REDUCED_KINDS,
     AnnParams,
     check_kind,
     choose_params,
     min_vectors,
 )
+from lookalike.index.ann_reduced import PcaReduction, ReducedStage
 from lookalike.index.base import INDEX_KINDS, IndexCapabilities, check_ids, check_vectors
 from lookalike.index.flat import FlatIndex
 from lookalike.settings import IndexSettings
@@ -85,7 +90,7 @@ class AnnIndex:
     @property
     def quantized(self) -> bool:
         """True when scores come from compressed codes and should be re-computed exactly."""
-        return isinstance(self._stage, _Graph | _Ivf) and self._stage.params.quantized
+        return isinstance(self._stage, _Built) and self._stage.params.quantized
 
     @property
     def capabilities(self) -> IndexCapabilities:
@@ -94,12 +99,19 @@ class AnnIndex:
 
     @property
     def params(self) -> AnnParams | None:
-        return self._stage.params if isinstance(self._stage, _Graph | _Ivf) else None
+        return self._stage.params if isinstance(self._stage, _Built) else None
 
-    def tune(self, *, ef_search: int | None = None, nprobe: int | None = None) -> None:
+    @property
+    def reduction(self) -> PcaReduction | None:
+        """The learned reduction of a built "pcaivfsq8" index (its scores live in that space), else None."""
+        return self._stage.reduction if isinstance(self._stage, ReducedStage) else None
+
+    def tune(
+        self, *, ef_search: int | None = None, nprobe: int | None = None, rescore_factor: int | None = None
+    ) -> None:
         """Change the search-time tunables of a built index; no rebuild (before building: a no-op)."""
-        if isinstance(self._stage, _Graph | _Ivf):
-            self._stage.params = _search_overrides(self._stage.params, ef_search, nprobe)
+        if isinstance(self._stage, _Built):
+            self._stage.params = _search_overrides(self._stage.params, ef_search, nprobe, rescore_factor)
 
     def expect(self, size: int) -> None:
         """Announce the partition's size after a bulk load: tunables and training sample then fit it."""
@@ -385,7 +397,12 @@ class _Ivf:
         return {"state": "approximate", **_param_facts(self.params)}
 
 
-def _new_stage(params: AnnParams, dim: int, settings: IndexSettings) -> _Graph | _Ivf:
+_Built = _Graph | _Ivf | ReducedStage
+
+
+def _new_stage(params: AnnParams, dim: int, settings: IndexSettings) -> _Graph | _Ivf | ReducedStage:
+    if params.kind in REDUCED_KINDS:
+        return ReducedStage(params, settings)
     index = _new_faiss(params, dim)
     return _Graph(params, settings, index) if params.kind in GRAPH_KINDS else _Ivf(params, settings, index)
 
@@ -421,19 +438,26 @@ def _empty_like(index: Any, params: AnnParams, settings: IndexSettings) -> Any:
 def _load_stage(meta: dict[str, Any], dim: int, settings: IndexSettings, index: Any, path: Path) -> _Stage:
     if meta.get("state") == "exact":
         return _Exact(dim, index)
-    params = _search_overrides(AnnParams.from_dict(meta["params"]), settings.ef_search, settings.nprobe)
+    params = AnnParams.from_dict(meta["params"])
+    params = _search_overrides(params, settings.ef_search, settings.nprobe, settings.rescore_factor)
+    if params.kind in REDUCED_KINDS:
+        return ReducedStage.load(params, settings, index, path)
     if params.kind in GRAPH_KINDS:
         return _Graph(params, settings, index, np.load(_side(path, ".ids.npy")), np.load(_side(path, ".live.npy")))
     return _Ivf(params, settings, index)
 
 
-def _search_overrides(params: AnnParams, ef_search: int | None, nprobe: int | None) -> AnnParams:
+def _search_overrides(
+    params: AnnParams, ef_search: int | None, nprobe: int | None, rescore_factor: int | None = None
+) -> AnnParams:
     """Search-time tunables (from the settings, or `tune`) apply to a built index without rebuilding it."""
     changes: dict[str, int] = {}
     if ef_search is not None:
         changes["ef_search"] = ef_search
     if nprobe is not None:
         changes["nprobe"] = min(nprobe, params.nlist)
+    if rescore_factor is not None and params.kind in REDUCED_KINDS:
+        changes["rescore_factor"] = rescore_factor
     return dataclasses.replace(params, **changes) if changes else params
 
 

@@ -14,9 +14,12 @@ from lookalike.settings import IndexSettings
 
 GRAPH_KINDS = ("hnsw", "hnswpq")  # FAISS cannot delete from an HNSW graph: these use tombstones
 IVF_KINDS = ("ivfpq", "ivfhnswpq")  # inverted lists: ids and deletion are native
-APPROXIMATE_KINDS = GRAPH_KINDS + IVF_KINDS
+REDUCED_KINDS = ("pcaivfsq8",)  # a learned PCA, IVF-SQ8 codes, exact re-scoring from float16 reduced vectors
+APPROXIMATE_KINDS = GRAPH_KINDS + IVF_KINDS + REDUCED_KINDS
 GRAPH_MIN_VECTORS = 1_000  # below this, brute force is as fast as a graph, and exact
 POINTS_PER_CENTROID = 39  # FAISS's k-means warns below this many training points per centroid
+REDUCED_MIN_VECTORS = POINTS_PER_CENTROID * 256  # as the PQ kinds: a PCA of 1,280-d vectors needs thousands
+REDUCED_POINTS_PER_CENTROID = 24  # k-means in the reduced space: 100,000 training vectors give 4,096 cells
 
 
 @dataclass(frozen=True)
@@ -33,11 +36,14 @@ class AnnParams:
     pq_m: int
     pq_nbits: int
     opq: bool
+    reduce_dim: int = 0  # pcaivfsq8: the PCA's output dimension (0 for the other kinds)
+    rescore_factor: int = 0  # pcaivfsq8: k x this candidates re-scored from the float16 reduced vectors
 
     @property
     def quantized(self) -> bool:
-        """Scores come from compressed codes: approximate, to be re-computed from the full vectors."""
-        return self.kind != "hnsw"
+        """Scores come from compressed codes: approximate, to be re-computed from the full vectors
+        (pcaivfsq8 re-scores its own shortlist: its scores are exact in its reduced space)."""
+        return self.kind not in ("hnsw", *REDUCED_KINDS)
 
     @property
     def fast_scan(self) -> bool:
@@ -49,11 +55,17 @@ class AnnParams:
         pq = f"PQ{self.pq_m}x{self.pq_nbits}" + ("fs" if self.fast_scan else "")
         if self.kind == "hnsw":
             return f"HNSW{self.hnsw_m},Flat"
+        if self.kind in REDUCED_KINDS:
+            return f"PCA{self.reduce_dim},{self.coded_factory()}"
         if self.kind == "hnswpq":
             return f"{opq}HNSW{self.hnsw_m}_{pq}"
         if self.kind == "ivfpq":
             return f"{opq}IVF{self.nlist},{pq}"
         return f"{opq}IVF{self.nlist}_HNSW{self.hnsw_m},{pq}"
+
+    def coded_factory(self) -> str:
+        """pcaivfsq8: the FAISS index over the reduced vectors (the PCA is lookalike's own, see ann_reduced)."""
+        return f"IVF{self.nlist},SQ8"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,7 +84,9 @@ def min_vectors(kind: str, settings: IndexSettings) -> int:
     """How many vectors a partition holds before the approximate index is built (searched exactly until then)."""
     check_kind(kind)
     wanted = settings.min_vectors
-    if wanted is None:
+    if wanted is None and kind in REDUCED_KINDS:
+        wanted = REDUCED_MIN_VECTORS
+    elif wanted is None:
         wanted = GRAPH_MIN_VECTORS if kind == "hnsw" else POINTS_PER_CENTROID * 2**settings.pq_nbits
     return max(wanted, hard_minimum(kind, settings))
 
@@ -81,8 +95,8 @@ def hard_minimum(kind: str, settings: IndexSettings) -> int:
     """Fewer vectors than this cannot train the kind's quantisers at all (k-means needs a point per centroid)."""
     if kind == "hnsw":
         return 1
-    needed = 2**settings.pq_nbits
-    if kind in IVF_KINDS and settings.nlist is not None:
+    needed = 2 if kind in REDUCED_KINDS else 2**settings.pq_nbits  # a PCA needs two vectors
+    if kind in IVF_KINDS + REDUCED_KINDS and settings.nlist is not None:
         needed = max(needed, settings.nlist)
     return needed
 
@@ -93,7 +107,9 @@ def choose_params(kind: str, size: int, train_size: int, dim: int, settings: Ind
     `train_size` is how many vectors the quantisers will train on (it bounds the number of IVF cells).
     """
     check_kind(kind)
-    nlist = settings.nlist or auto_nlist(size, train_size)
+    reduced = kind in REDUCED_KINDS
+    nlist = settings.nlist or (auto_reduced_nlist if reduced else auto_nlist)(size, train_size)
+    nprobe = settings.nprobe or (auto_reduced_nprobe if reduced else auto_nprobe)(nlist)
     return AnnParams(
         kind=kind,
         size=size,
@@ -101,10 +117,12 @@ def choose_params(kind: str, size: int, train_size: int, dim: int, settings: Ind
         ef_construction=settings.ef_construction or 40,
         ef_search=settings.ef_search or auto_ef_search(size),
         nlist=nlist,
-        nprobe=min(settings.nprobe or auto_nprobe(nlist), nlist),
+        nprobe=min(nprobe, nlist),
         pq_m=_pq_m(settings.pq_m, dim, settings.pq_nbits),
         pq_nbits=settings.pq_nbits,
         opq=settings.opq,
+        reduce_dim=min(settings.reduce_dim, dim) if reduced else 0,
+        rescore_factor=(settings.rescore_factor or settings.shortlist_factor) if reduced else 0,
     )
 
 
@@ -125,6 +143,19 @@ def auto_nlist(size: int, train_size: int) -> int:
 
 def auto_nprobe(nlist: int) -> int:
     return max(1, min(nlist, max(8, nlist // 16)))
+
+
+def auto_reduced_nlist(size: int, train_size: int) -> int:
+    """pcaivfsq8: a power of two near 4 sqrt(size) (4,096 at 1M; finer cells than the PQ kinds', since
+    scanning SQ8 codes costs more than PQ look-ups), with 24 training points per cell."""
+    target = 2 ** round(math.log2(max(4 * math.sqrt(max(size, 1)), 1)))
+    ceiling = 2 ** int(math.log2(max(train_size // REDUCED_POINTS_PER_CENTROID, 1)))
+    return max(1, min(target, ceiling))
+
+
+def auto_reduced_nprobe(nlist: int) -> int:
+    """pcaivfsq8: 16 cells (Recall@10 0.965 in the reduced space at 1M, benchmarks/ann.py), more past 4,096."""
+    return max(1, min(nlist, max(16, nlist // 256)))
 
 
 def auto_pq_m(dim: int, nbits: int = 8) -> int:
