@@ -37,12 +37,14 @@ class ServerContext:
     settings: ServerSettings
     queries: QueryCache
     _write_lock: threading.Lock = field(default_factory=threading.Lock)
-    _search_slots: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(1))
+    _search_slots: threading.BoundedSemaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._search_slots = threading.BoundedSemaphore(self.settings.search_concurrency or 2 * (os.cpu_count() or 1))
 
     @classmethod
     def create(cls, engine: Engine, settings: ServerSettings) -> ServerContext:
-        slots = threading.BoundedSemaphore(settings.search_concurrency or 2 * (os.cpu_count() or 1))
-        return cls(engine, settings, QueryCache(settings.query_cache_size), _search_slots=slots)
+        return cls(engine, settings, QueryCache(settings.query_cache_size))
 
     @contextmanager
     def search_slot(self) -> Iterator[None]:
