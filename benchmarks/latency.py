@@ -11,7 +11,10 @@ machine's load hits them alike:
 2. warm queries, p50/p95 of the whole query and of each stage, whole-image and localised, ORT and
    torch; localised also with the segmenter and the whole-image embedding run one after the other
    (the featurizer's thread pool off);
-3. one image through the embedder alone on one intra-op thread, onnxruntime against torch.
+3. one image through the embedder alone on one intra-op thread, onnxruntime against torch;
+4. indexing rate: `Engine.add` of grocery-store photos (240 evenly spaced train photos from the
+   shared data; the sample catalogue when it is absent) into a fresh index, whole-image and
+   localised at each segmenter size, rounds interleaved; images per second, median of the rounds.
 
 Prints tables and writes `benchmarks/results/latency.json` and `latency.md`, with the load average
 before and after (figures from a busy machine are not comparable). `--quick` is a smoke run.
@@ -36,7 +39,8 @@ import numpy as np
 
 from _common import RESULTS, ROOT, machine, save, table
 
-TARGETS = {"cold_wall_s": 1.5, "localised_p50_ms": 100.0, "localised_p95_ms": 130.0}
+TARGETS = {"cold_wall_s": 1.5, "localised_p50_ms": 100.0, "localised_p95_ms": 130.0, "localised_index_per_s": 15.0}
+OTHER_SIZES = (224, 192, 160)  # segmenter input sizes measured beside the default
 
 CHILD = """
 import io, json, sys, time
@@ -63,17 +67,30 @@ def sample_folder() -> Path:
     raise SystemExit("no sample catalogue found")
 
 
+def localised_settings(size: int | None = None) -> Any:
+    from lookalike import Settings
+
+    changes: dict[str, Any] = {"localize.enabled": True, "localize.features": "both"}
+    if size is not None:
+        changes["localize.input_size"] = size
+    return Settings().replace(**changes)
+
+
+def other_sizes() -> list[int]:
+    from lookalike.settings import LocalizeSettings
+
+    return [size for size in OTHER_SIZES if size != LocalizeSettings().input_size]
+
+
 def build_indexes(scratch: Path, samples: Path) -> dict[str, Path]:
-    """{"whole-onnx", "whole-torch", "localised-onnx", "localised-torch", "localised-onnx-192"}: index folders."""
+    """{"whole-onnx", "whole-torch", "localised-onnx", "localised-torch", "localised-onnx-<size>"...}:
+    index folders; the localised ones without a size use the default segmenter size."""
     import shutil
 
     from lookalike import Engine, Settings
 
     made = {}
-    for mode, settings in (
-        ("whole", Settings()),
-        ("localised", Settings().replace(**{"localize.enabled": True, "localize.features": "both"})),
-    ):
+    for mode, settings in (("whole", Settings()), ("localised", localised_settings())):
         path = scratch / f"{mode}-onnx"
         with Engine.create(path, settings) as engine:
             engine.add([samples / "catalog"])
@@ -83,12 +100,50 @@ def build_indexes(scratch: Path, samples: Path) -> dict[str, Path]:
         saved["embed"]["runtime"] = "torch"
         (torch_copy / "settings.json").write_text(json.dumps(saved, indent=2))
         made[f"{mode}-onnx"], made[f"{mode}-torch"] = path, torch_copy
-    # the segmenter at 192 px: eth80-dev mean mask IoU 0.9737 against 0.9744 at 224 (segmentation.json)
-    smaller = Settings().replace(**{"localize.enabled": True, "localize.features": "both", "localize.input_size": 192})
-    with Engine.create(scratch / "localised-onnx-192", smaller) as engine:
-        engine.add([samples / "catalog"])
-    made["localised-onnx-192"] = scratch / "localised-onnx-192"
+    # other segmenter sizes: eth80-dev mask IoU and grocery retrieval per size in docs/speed.md
+    for size in other_sizes():
+        path = scratch / f"localised-onnx-{size}"
+        with Engine.create(path, localised_settings(size)) as engine:
+            engine.add([samples / "catalog"])
+        made[path.name] = path
     return made
+
+
+def indexing_photos(samples: Path, count: int) -> tuple[list[Path], str]:
+    """`count` evenly spaced grocery-store train photos, or the sample catalogue without the shared data."""
+    from lookalike.evaluate.datasets import DatasetNotFound, grocery_store_entries, require_dataset
+
+    try:
+        root = require_dataset("grocery-store")
+    except DatasetNotFound:
+        photos = sorted(path for path in (samples / "catalog").rglob("*.jpg"))
+        return photos, f"the sample catalogue ({len(photos)} photos)"
+    train = grocery_store_entries(root, "train")
+    step = max(1, len(train) // count)
+    photos = [entry.path for entry in train[::step][:count]]
+    return photos, f"{len(photos)} grocery-store train photos"
+
+
+def indexing_rate(scratch: Path, photos: list[Path], rounds: int) -> list[dict[str, Any]]:
+    """Images per second of `Engine.add` into a fresh index, per variant, rounds interleaved."""
+    from lookalike import Engine, Settings
+
+    variants = {"whole-onnx": Settings(), "localised-onnx": localised_settings()}
+    variants["localised-onnx-one-lane"] = localised_settings()  # images localised one after the other
+    variants.update({f"localised-onnx-{size}": localised_settings(size) for size in other_sizes()})
+    rates: dict[str, list[float]] = {name: [] for name in variants}
+    for round_number in range(rounds):
+        for name, settings in variants.items():
+            path = scratch / f"add-{name}-{round_number}"
+            with Engine.create(path, settings) as engine:
+                engine.featurizer.load_models()  # model loading is the cold start's, not the indexing rate's
+                engine.featurizer.parallel_batches = not name.endswith("-one-lane")
+                report = engine.add(photos)
+            rates[name].append(report.embedded / report.seconds)
+    return [
+        {"variant": name, "images_per_s": float(np.median(values)), "rounds": [round(v, 2) for v in values]}
+        for name, values in rates.items()
+    ]
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -141,9 +196,9 @@ def warm_queries(indexes: dict[str, Path], queries: list[Path], rounds: int) -> 
         ("whole-torch", "whole-torch", True),
         ("localised-onnx", "localised-onnx", True),
         ("localised-onnx-sequential", "localised-onnx", False),
-        ("localised-onnx-192", "localised-onnx-192", True),
         ("localised-torch", "localised-torch", True),
     ]
+    variants[4:4] = [(f"localised-onnx-{size}", f"localised-onnx-{size}", True) for size in other_sizes()]
     engines = {name: Engine.open(indexes[name]) for name in {index for _, index, _ in variants}}
     for engine in engines.values():
         for query in queries[:3]:  # warm-up: models and the vector index load here
@@ -232,6 +287,10 @@ def markdown(payload: dict[str, Any]) -> str:
     lines += ["| model | runtime | p50 | p95 |", "|---|---|---|---|"]
     for r in payload["single_image"]:
         lines.append(f"| {r['model']} | {r['runtime']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} |")
+    lines += ["", f"## Indexing: `Engine.add` of {payload['indexing']['photos']} (images/s, median of rounds)", ""]
+    lines += ["| variant | images/s | rounds |", "|---|---|---|"]
+    for r in payload["indexing"]["rows"]:
+        lines.append(f"| {r['variant']} | {r['images_per_s']:.1f} | {r['rounds']} |")
     lines += ["", f"Targets (issue 19): {payload['targets']}", ""]
     return "\n".join(lines)
 
@@ -242,10 +301,12 @@ def main() -> None:
     parser.add_argument("--cold", type=int, default=5, help="fresh processes per index (cold start)")
     parser.add_argument("--single", type=int, default=50, help="repetitions of the one-image comparison")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 round over 4 queries, 1 cold start each")
+    parser.add_argument("--index-photos", type=int, default=240, help="photos indexed per indexing round")
+    parser.add_argument("--index-rounds", type=int, default=2, help="indexing rounds (interleaved variants)")
     parser.add_argument("--no-save", action="store_true", help="print only; write nothing to benchmarks/results")
     args = parser.parse_args()
     if args.quick:
-        args.rounds, args.cold, args.single = 1, 1, 3
+        args.rounds, args.cold, args.single, args.index_photos, args.index_rounds = 1, 1, 3, 16, 1
 
     samples = sample_folder()
     queries = sorted((samples / "queries").iterdir())
@@ -256,6 +317,8 @@ def main() -> None:
         indexes = build_indexes(Path(scratch), samples)
         cold = cold_start(indexes, queries[0], args.cold)
         warm = warm_queries(indexes, queries, args.rounds)
+        photos, indexed = indexing_photos(samples, args.index_photos)
+        indexing = indexing_rate(Path(scratch), photos, args.index_rounds)
     single = single_image(queries[0], args.single)
     payload = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
@@ -267,6 +330,7 @@ def main() -> None:
         "cold": cold,
         "warm": warm,
         "single_image": single,
+        "indexing": {"photos": indexed, "rows": indexing},
     }
     cold_columns = ["index", "wall_s", "interpreter_s", "import_s", "open_s", "load_s", "query_s", "torch_imported"]
     print(table(cold, cold_columns))
@@ -282,6 +346,7 @@ def main() -> None:
         print(f"  {r['variant']} p50/p95 ms: {stages}")
     print()
     print(table(single, ["model", "runtime", "threads", "p50_ms", "p95_ms", "n"]))
+    print(f"\nindexing {indexed}\n" + table(indexing, ["variant", "images_per_s", "rounds"]))
     print(f"load average before {load_before}, after {payload['load_after']}")
     if not args.no_save:
         path = save("latency", {k: v for k, v in payload.items() if k not in ("date", "machine")})
