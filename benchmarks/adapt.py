@@ -39,8 +39,8 @@ KS = (1, 5, 10, 20)
 CACHE = Path(os.environ.get("LOOKALIKE_ADAPT_CACHE", ROOT / "benchmarks" / "cache" / "adapt"))
 PARTS = ("catalog", "ablation", "carry", "photos", "eth80", "check")
 # photo->photo: 2,640 images; fewer views keep the views, maps and training near one hour on 2 cores
-PHOTO_CHANGES = {"head.adapt.views": 6, "head.adapt.epochs": 4}
-ETH80_CHANGES = {"head.adapt.views": 6, "head.adapt.epochs": 4}
+PHOTO_CHANGES = {"head.adapt.views": 4, "head.adapt.epochs": 3, "head.adapt.validation_views": 1, "head.adapt.neighbours": 5}
+ETH80_CHANGES = {"head.adapt.views": 6, "head.adapt.epochs": 4, "head.adapt.neighbours": 5}
 
 
 # -- shared pieces
@@ -168,7 +168,7 @@ def adapt(ctx: Context, name: str, paths: Sequence[Path], settings: Any, start: 
     report = progress_printer()
     load_before = load_average()
     started = time.perf_counter()
-    tuning, facts, tuner = fit_adaptation(
+    tuning, facts, _ = fit_adaptation(
         ctx.embedder, Loader(paths), len(paths), settings.head, start=start,
         segment=ctx.segment() if settings.head.adapt.background or settings.head.adapt.pile else None,
         progress=printer(name), on_maps=lambda d, t: report(f"{name}: views and maps", d, t),
@@ -207,23 +207,25 @@ def catalog_route(ctx: Context, data: dict[str, Any], settings: Any, tuning: Any
     queries, gallery = vectors(tail, data["maps"]["test"]), vectors(tail, data["maps"]["iconic"])
     return {
         "figures": retrieval(queries, data["labels"]["test"], gallery, data["labels"]["iconic"]),
-        "top1": np.argmax(queries @ gallery.T, axis=1),
+        "scores": queries @ gallery.T,
     }
 
 
-def diagnose(ctx: Context, data: dict[str, Any], count: int) -> None:
-    """Print each epoch's photo->catalogue figures on `count` test photos (a look only: the epoch kept is
-    still the one the validation views chose)."""
+def diagnose(ctx: Context, data: dict[str, Any]) -> None:
+    """Print each epoch's photo->catalogue figures on the 296 photos of the val split (a look only, for
+    choosing settings without the test photos: the epoch kept is still the one the views chose)."""
     from lookalike.embed import adapt as module
+    from lookalike.evaluate.datasets import grocery_store_entries
 
-    rows = np.linspace(0, len(data["labels"]["test"]) - 1, count).round().astype(int)
+    val = grocery_store_entries(require("grocery-store"), "val")
+    maps, labels = ctx.maps("grocery-val", [e.path for e in val]), np.array([e.item for e in val])
     measure = module._view_figures
 
-    def both(tail: Any, maps: np.ndarray, validation: Any) -> Any:
-        queries, gallery = vectors(tail, data["maps"]["test"][rows]), vectors(tail, data["maps"]["iconic"])
-        figures = retrieval(queries, data["labels"]["test"][rows], gallery, data["labels"]["iconic"])
-        print(f"    photos ({count}): mAP {figures['mAP']:.3f}, R@1 {figures['R@1']:.3f}", flush=True)
-        return measure(tail, maps, validation)
+    def both(tail: Any, views: np.ndarray, validation: Any) -> Any:
+        queries, gallery = vectors(tail, maps), vectors(tail, data["maps"]["iconic"])
+        figures = retrieval(queries, labels, gallery, data["labels"]["iconic"])
+        print(f"    val photos ({len(val)}): mAP {figures['mAP']:.3f}, R@1 {figures['R@1']:.3f}", flush=True)
+        return measure(tail, views, validation)
 
     module._view_figures = both
 
@@ -231,15 +233,16 @@ def diagnose(ctx: Context, data: dict[str, Any], count: int) -> None:
 def run_catalog(ctx: Context, data: dict[str, Any]) -> None:
     iconic = [e.path for e in data["splits"]["iconic"]]
     if os.environ.get("LOOKALIKE_ADAPT_DIAGNOSE"):
-        diagnose(ctx, data, int(os.environ["LOOKALIKE_ADAPT_DIAGNOSE"]))
+        diagnose(ctx, data)
     before = catalog_route(ctx, data, ctx.settings)
     adapted = adapt(ctx, "catalogue", iconic, ctx.settings)
     after = catalog_route(ctx, data, ctx.settings, adapted["tuning"])
     rows = [{"model": "pretrained", **before["figures"]}, {"model": "label-free (self)", **after["figures"]}]
     print("\ngrocery-store photo->catalogue, 2,485 queries, 81 iconic images\n" + table(rows, list(rows[0])))
     ctx.results["photo2catalog"] = {"rows": rows, "adaptation": {k: v for k, v in adapted.items() if k != "tuning"}}
-    ctx.results["_catalog"] = {"before": before, "after": after, "tuning": adapted["tuning"]}
-    changed_grids(ctx, data, before["top1"], after["top1"], "self")
+    ctx.results["_catalog"] = {"before": before, "after": after, "tuning": adapted["tuning"],
+                               "view_map": adapted["facts"]["after"]["map"]}  # fmt: skip
+    changed_grids(ctx, data, before["scores"], after["scores"], ("pretrained", "self"))
 
 
 def run_ablation(ctx: Context, data: dict[str, Any]) -> None:
@@ -248,8 +251,13 @@ def run_ablation(ctx: Context, data: dict[str, Any]) -> None:
     from lookalike.embed.views import AUGMENTATIONS, without
 
     iconic = [e.path for e in data["splits"]["iconic"]]
-    full = ctx.results.get("photo2catalog", {}).get("rows", [None, None])[1]
-    rows = [] if full is None else [{"without": "(nothing: all on)", **_strip(full)}]
+    if "_catalog" not in ctx.results:  # the reference: every augmentation on (its views cached, when asked)
+        full = adapt(ctx, "all on", iconic, ctx.settings)
+        figures = catalog_route(ctx, data, ctx.settings, full["tuning"])["figures"]
+        rows = [{"without": "(nothing: all on)", **figures, "view mAP": full["facts"]["after"]["map"]}]
+    else:
+        full = ctx.results["photo2catalog"]["rows"][1]
+        rows = [{"without": "(nothing: all on)", **_strip(full), "view mAP": ctx.results["_catalog"]["view_map"]}]
     for name in AUGMENTATIONS:
         head = replace(ctx.settings.head, adapt=without(ctx.settings.head.adapt, name))
         adapted = adapt(ctx, f"without {name}", iconic, replace(ctx.settings, head=head))
@@ -268,9 +276,7 @@ def run_carry(ctx: Context, data: dict[str, Any]) -> None:
     """Fine-tune with product ids on the train photos (the model-carry route), then combine."""
     from dataclasses import replace
 
-    from lookalike.embed.finetune import tune_on_files
-
-    from lookalike.embed.finetune import BackboneTuning
+    from lookalike.embed.finetune import BackboneTuning, tune_on_files
     from lookalike.settings import HeadSettings
 
     train = data["splits"]["train"]
@@ -300,8 +306,9 @@ def run_carry(ctx: Context, data: dict[str, Any]) -> None:
     ]
     print("\nphoto->catalogue, model-carry route and combined\n" + table(rows, list(rows[0])))
     ctx.results["carry"] = {"rows": rows, "finetune_seconds": seconds, "combined": _public(combined)}
-    if "_catalog" in ctx.results:
-        changed_grids(ctx, data, ctx.results["_catalog"]["before"]["top1"], after["top1"], "combined")
+    pretrained = ctx.results.get("_catalog", {}).get("before") or catalog_route(ctx, data, ctx.settings)
+    changed_grids(ctx, data, pretrained["scores"], carried["scores"], ("pretrained", "carry"))
+    changed_grids(ctx, data, pretrained["scores"], after["scores"], ("pretrained", "carry+self"))
 
 
 def _public(adapted: dict[str, Any]) -> dict[str, Any]:
@@ -380,32 +387,38 @@ def run_check(ctx: Context, data: dict[str, Any], count: int = 24) -> None:
     ctx.results["check"] = {"queries": count, "max_abs_difference": worst, "min_cosine": cosine}
 
 
-def changed_grids(ctx: Context, data: dict[str, Any], before: np.ndarray, after: np.ndarray, name: str) -> None:
-    """Grids of queries whose top-1 changed: fixed by the adaptation, and broken by it."""
-    from lookalike.evaluate.figures import render_grid
-    from lookalike.evaluate.harness import QueryOutcome
+def changed_grids(ctx: Context, data: dict[str, Any], before: Any, after: Any, names: tuple[str, str]) -> None:
+    """A before/after grid of queries whose top-1 changed (lookalike.evaluate.figures.render_changes)."""
+    from lookalike.evaluate.figures import render_changes
 
-    test, iconic = data["splits"]["test"], data["splits"]["iconic"]
-    truth = data["labels"]["test"]
-    gallery_labels = data["labels"]["iconic"]
-    label_of = {str(e.path): e.item for e in iconic}
-    fixed = np.flatnonzero((gallery_labels[before] != truth) & (gallery_labels[after] == truth))
-    broken = np.flatnonzero((gallery_labels[before] == truth) & (gallery_labels[after] != truth))
+    label_of = {str(e.path): e.item for e in data["splits"]["iconic"]}
     out = RESULTS / "adapt-grids"
     out.mkdir(parents=True, exist_ok=True)
-    for what, chosen in (("fixed", fixed), ("broken", broken)):
-        outcomes = []
-        for i in (
-            chosen[np.linspace(0, len(chosen) - 1, min(8, len(chosen))).round().astype(int)] if len(chosen) else []
-        ):
-            for tag, top in (("before", before[i]), ("after", after[i])):
-                hit = str(iconic[top].path)
-                outcomes.append(QueryOutcome(str(test[i].path), f"{truth[i]} ({tag})", test[i].category,
-                                             np.array([label_of[hit] == truth[i]]), [(hit, 0.0)], {}, {}))  # fmt: skip
-        if outcomes:
-            title = f"{name}: {len(chosen)} queries whose top-1 was {'wrong, now right' if what == 'fixed' else 'right, now wrong'}"
-            render_grid(outcomes, label_of.get, out / f"{name}-{what}.png", title=title)
-    ctx.results.setdefault("top1_changes", {})[name] = {"fixed": int(len(fixed)), "broken": int(len(broken))}
+    path = out / f"{names[1].split()[0]}-changes.png"
+    grid, counts = render_changes(outcomes(data, before), outcomes(data, after), names, label_of.get, path, count=8)
+    ctx.results.setdefault("top1_changes", {})[names[1]] = {"against": names[0], **counts}
+    print(f"top-1 changes, {names[0]} -> {names[1]}: {counts} ({grid})", flush=True)
+
+
+def outcomes(data: dict[str, Any], scores: np.ndarray) -> list[Any]:
+    """Each test photo's ranking of the catalogue, as the evaluation harness records it."""
+    from lookalike.evaluate.harness import QueryOutcome
+
+    iconic, truth = data["splits"]["iconic"], data["labels"]["test"]
+    order = np.argsort(-scores, axis=1, kind="stable")
+    relevant = data["labels"]["iconic"][order] == truth[:, None]
+    return [
+        QueryOutcome(
+            str(entry.path),
+            truth[i],
+            entry.category,
+            relevant[i],
+            [(str(iconic[j].path), float(scores[i, j])) for j in order[i, :5]],
+            {},
+            {},
+        )
+        for i, entry in enumerate(data["splits"]["test"])
+    ]
 
 
 # -- main
@@ -418,6 +431,10 @@ def write(ctx: Context, args: argparse.Namespace) -> None:
     previous = RESULTS / f"{args.name}.json"
     if args.only and previous.is_file():  # a partial run keeps the other parts of the last full one
         payload = {**json.loads(previous.read_text()), **payload}
+    for name in args.merge:  # parts measured by another run (benchmarks/results/<name>.json)
+        other = json.loads((RESULTS / f"{name}.json").read_text())
+        payload.update({key: other[key] for key in ("photo2catalog", "ablation", "carry", "photo2photo", "eth80",
+                        "check", "top1_changes") if key in other})  # fmt: skip
     previous.write_text(json.dumps(payload, indent=2, default=float) + "\n")
     (RESULTS / f"{args.name}.md").write_text(markdown(payload))
     print(f"\nsaved {previous} and {args.name}.md")
@@ -429,7 +446,7 @@ def _settings(settings: Any) -> dict[str, Any]:
 
 
 def markdown(payload: dict[str, Any]) -> str:
-    lines = [f"# Label-free adaptation (`train-embedding --kind self`)\n",
+    lines = ["# Label-free adaptation (`train-embedding --kind self`)\n",
              f"{payload['date']}, {payload['machine']}, torch threads {payload['threads']}, "
              f"load average at the end {payload['load_average']} (2 cores shared).\n"]  # fmt: skip
     for key, title in (("photo2catalog", "grocery-store photo->catalogue (2,485 queries, 81 iconic images)"),
@@ -463,6 +480,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=PARTS, default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--name", default="adapt", help="results file name: benchmarks/results/<name>.json and .md")
+    parser.add_argument("--merge", nargs="*", default=[], help="copy the parts of these results files into this one")
     parser.add_argument("--set", action="append", default=[], help="a setting, e.g. --set head.adapt.views=16")
     args = parser.parse_args()
 
