@@ -306,7 +306,7 @@ class AdaptSettings:
     crop: float = 0.6  # random resized crop: at most this fraction of the area cut away
     perspective: float = 0.12  # corners moved by up to this fraction of the side
     rotation: float = 15.0  # degrees, +-
-    color: float = 0.35  # brightness, contrast, saturation, white balance and exposure, +- this fraction
+    color: float = 0.15  # brightness, contrast, saturation, white balance and exposure, +- this fraction
     blur: float = 1.5  # Gaussian blur sigma up to this many pixels (at 224 px)
     noise: float = 0.04  # sensor noise, standard deviation up to this fraction of the range
     jpeg: int = 30  # JPEG re-compression, quality down to this (0 = off)
