@@ -28,6 +28,10 @@ NOT_APPLICABLE = {
     "grocery-photo2catalog": {
         "whiten": "the gallery holds one catalogue image per product: no matching pairs to learn whitening from",
     },
+    "eth80": {
+        "carry": "eth80-dev has no labelled training photos apart from its queries and gallery",
+        "carry-self": "eth80-dev has no labelled training photos apart from its queries and gallery",
+    },
 }
 
 

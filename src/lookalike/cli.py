@@ -518,7 +518,8 @@ def tuning_line(fingerprint: Any, head: dict[str, Any] | None) -> str:
     if head and head.get("trained_at"):
         line += f", trained {head['trained_at']}"
     if head and head.get("before") and head.get("after"):
-        line += f"; held-out mAP {head['before']['map']:.4f} -> {head['after']['map']:.4f}"
+        figure = "validation-view mAP" if kind == "self" else "held-out mAP"
+        line += f"; {figure} {head['before']['map']:.4f} -> {head['after']['map']:.4f}"
     return line
 
 
@@ -663,7 +664,9 @@ def train_embedding(
         str | None,
         typer.Option(
             help="pca (no labels), supervised (learned whitening), linear or mlp (trained heads), "
-            "finetune (the backbone's last stages trained on the catalogue: slower, most accurate)."
+            "finetune (the backbone's last stages trained on the catalogue: slower, most accurate), "
+            "self (no labels at all: the same stages adapted to the catalogue's own images, each its own "
+            "class, made to look like phone photos; head.adapt.* settings)."
         ),
     ] = None,
     dim: Annotated[int | None, typer.Option(help="Output dimension; 0 = the backbone's.")] = None,
@@ -673,7 +676,11 @@ def train_embedding(
     items: Annotated[
         Path | None, typer.Option(help="CSV with columns path,item: the product of each image (overrides --label).")
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Most training epochs (trained heads, finetune).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Most training epochs (trained heads, finetune, self).")] = None,
+    backgrounds: Annotated[
+        Path | None,
+        typer.Option(help="--kind self: a folder of your own background photos (shop shelves) to paste products onto."),
+    ] = None,
     settings_file: Annotated[Path | None, typer.Option("--settings", help="Settings JSON (its head section).")] = None,
     assign: Annotated[list[str] | None, typer.Option("--set", help="Any head setting: head.sos_weight=0.5")] = None,
     remove: Annotated[bool, typer.Option("--remove", help="Drop the learned transform: back to raw vectors.")] = False,
@@ -689,20 +696,22 @@ def train_embedding(
 ) -> None:
     """Learn the catalogue's own notion of "the same product" and re-embed the index (opt-in).
 
-    Needs product ids (except --kind pca): by default an image's category, i.e. its sub-folder;
-    --label item or --items CSV (columns path,item) for finer ones. Some products are held out: the
-    validation curve, early stopping and the before/after figures come from products the transform
-    never saw. The new embedding is installed only when it beats the current one on those products
-    (--force: always); queries then get it. Undo with --remove.
+    Needs product ids (except --kind pca and --kind self): by default an image's category, i.e. its
+    sub-folder; --label item or --items CSV (columns path,item) for finer ones. Some products are held
+    out: the validation curve, early stopping and the before/after figures come from products the
+    transform never saw (--kind self, with no labels: fresh augmented views of the catalogue images).
+    The new embedding is installed only when it beats the current one on those (--force: always);
+    queries then get it. Undo with --remove.
     """
     from lookalike.io.catalog import read_manifest
     from lookalike.io.uris import stored_path
     from lookalike.pipeline import Engine
 
-    named = {"head.kind": kind, "head.dim": dim, "head.label": label}
+    folder = None if backgrounds is None else str(backgrounds.resolve())
+    named = {"head.kind": kind, "head.dim": dim, "head.label": label, "head.adapt.background_dir": folder}
     head = build_settings(settings_file, assign or [], **named).head
     if epochs is not None:  # the most epochs of the kind chosen
-        key = "head.finetune_epochs" if head.kind == "finetune" else "head.max_epochs"
+        key = {"finetune": "head.finetune_epochs", "self": "head.adapt.epochs"}.get(head.kind, "head.max_epochs")
         head = build_settings(settings_file, assign or [], **named, **{key: epochs}).head
     products = {stored_path(e.path): e.item for e in read_manifest(items) if e.item} if items else None
     with Engine.open(index_path, **lock_options(wait, timeout)) as engine:
@@ -741,6 +750,11 @@ def _print_embedding_report(report: Any) -> None:
             f"held-out products ({report.n_validation_images} images of {report.n_validation_products} products "
             "the new embedding never saw; each image queries the others)"
         )
+        if report.kind == "self":
+            title = (
+                f"validation views ({report.n_validation_images} fresh augmented views of "
+                f"{report.n_validation_products} catalogue images, never trained on; each queries the clean images)"
+            )
         in_use = report.current is not None and report.current != report.before
         columns = ["metric", "pretrained", *(["in use"] if in_use else []), f"new ({report.kind})"]
         rows = [
@@ -753,12 +767,18 @@ def _print_embedding_report(report: Any) -> None:
             for metric, value in report.before.items()
         ]
         console.print(_rows_table(title, columns, rows))
+    elif report.kind == "self":
+        errors.print("no validation views (head.adapt.validation_views = 0): no before/after figures")
     else:
         errors.print("no products held out (too few): no before/after figures; pass --set head.validation_fraction")
     refit = ", then again on every product" if report.refit else ""
+    what = (
+        f"{report.n_train_images} images, each its own class (no labels)"
+        if report.kind == "self"
+        else f"{report.n_train_images} images of {report.n_train_products} products{refit}"
+    )
     console.print(
-        f"trained a {report.kind} embedding ({report.dim}-d, fingerprint {report.fingerprint}) on "
-        f"{report.n_train_images} images of {report.n_train_products} products{refit}",
+        f"trained a {report.kind} embedding ({report.dim}-d, fingerprint {report.fingerprint}) on {what}",
         highlight=False,
     )
     if report.best_epoch is not None:

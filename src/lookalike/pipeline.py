@@ -560,11 +560,12 @@ class Engine:
         from lookalike.embed import train
 
         settings = settings or self.settings.head
-        if settings.kind != "finetune":
-            train.check_kind(settings.kind)
+        train.check_kind(settings.kind)
         with self._writing(f"training an embedding ({settings.kind})"):
             if settings.kind == "finetune":
                 return self._fine_tune(settings, items, progress, on_stage, force)
+            if settings.kind == "self":
+                return self._adapt(settings, progress, on_stage, force)
             started = time.perf_counter()
             featurizer = self.featurizer
             ids, raw = train.raw_vectors(self.store, self._dim, featurizer.raw_dim, featurizer.transform is not None)
@@ -691,6 +692,62 @@ class Engine:
             self._reembed(self.featurizer.with_tuning(tuning), train.head_meta(report), on_stage)
         report.seconds = time.perf_counter() - started
         return report
+
+    def _adapt(
+        self,
+        settings: HeadSettings,
+        progress: Callable[..., None] | None,
+        on_stage: StageCallback | None,
+        force: bool,
+    ) -> EmbeddingReport:
+        """`train_embedding` with kind "self": label-free adaptation of the backbone's last stages to
+        the catalogue's own images (see `lookalike.embed.adapt`), then re-embed."""
+        from lookalike.embed import adapt, train
+
+        started = time.perf_counter()
+        _, paths = self._catalogue_paths()
+        featurizer = self.featurizer
+        start = self._adaptation_start(settings)
+        views_done = None if on_stage is None else (lambda done, total: on_stage("views and frozen maps", done, total))
+        other = featurizer.tuning if featurizer.tuning is not start and featurizer.transform is None else None
+        tuning, report, _ = adapt.adapt_on_files(
+            featurizer.pristine_embedder(), paths, settings, start=start, segment=self._segment(settings),
+            progress=progress, on_maps=views_done, measure=other,
+        )  # fmt: skip
+        # the embedding in use: the starting point (measured as "before"), another tuning (measured on
+        # the same views), or a learned transform (not measurable on the cached maps)
+        if featurizer.transform is not None:
+            current = None
+        else:
+            current = report.before if featurizer.tuning is start else report.current
+        in_use = featurizer.tuning is not None or featurizer.transform is not None
+        label = "the current learned embedding" if in_use else "the pretrained vectors"
+        train.judge(report, current, label, force, ("fresh augmented views of the catalogue", "validation-view mAP"))
+        if report.kept:
+            self._reembed(featurizer.with_tuning(tuning), train.head_meta(report), on_stage)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _adaptation_start(self, settings: HeadSettings) -> Any:
+        """The tuning label-free adaptation starts from: None (the pretrained backbone) or the index's own."""
+        if settings.adapt.start == "pretrained":
+            return None
+        if self.featurizer.tuning is None:
+            raise LookalikeError(
+                "head.adapt.start is 'current' but the index has no fine-tuned backbone to start from; "
+                "fine-tune it first (train-embedding --kind finetune, or `model use` a carried model), or start "
+                "from the pretrained backbone (head.adapt.start=pretrained)"
+            )
+        return self.featurizer.tuning
+
+    def _segment(self, settings: HeadSettings) -> Callable[[Any], Any] | None:
+        """The object masks that backgrounds and piles cut out: the index's localiser, or one made for it."""
+        if settings.adapt.background == 0 and settings.adapt.pile == 0:
+            return None
+        from lookalike.embed.adapt import segmenter_masks
+        from lookalike.localize import Localizer
+
+        return segmenter_masks(self.featurizer.localizer or Localizer(self.settings.localize))
 
     def _reembed(
         self, featurizer: Featurizer, meta: dict[str, Any] | None, on_stage: StageCallback | None = None

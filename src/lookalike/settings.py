@@ -297,6 +297,60 @@ class ClassifySettings:
 
 
 @dataclass(frozen=True)
+class AdaptSettings:
+    """Label-free adaptation (`head.kind = "self"`, lookalike.embed.adapt): the backbone's last stages
+    trained on the catalogue's own images, each image its own class, with views that make a studio
+    image look like a phone photo of it. Each augmentation has a strength; 0 turns it off.
+    """
+
+    views: int = 24  # the image and its augmented views, through the frozen stages once (cached, float16)
+    epochs: int = 4  # at most; fresh validation views choose the count (the tail: head.finetune_stages)
+    lr: float = 1e-4  # AdamW, one-cycle schedule: gentler than fine-tuning's, the views are few
+    start: Literal["pretrained", "current"] = "pretrained"  # "current": from the index's fine-tuned backbone
+    negatives: int = 4096  # memory-bank entries each batch is contrasted with (all when there are fewer images)
+    momentum: float = 0.5  # memory bank: entry = momentum x entry + (1 - momentum) x the new view's vector
+    neighbours: int = 0  # photo archives: an image's k mutual nearest neighbours also count as itself
+    validation_views: int = 2  # fresh views per image (up to 1,000 images) that choose the epoch and judge
+    crop: float = 0.6  # random resized crop: at most this fraction of the area cut away
+    perspective: float = 0.12  # corners moved by up to this fraction of the side
+    rotation: float = 15.0  # degrees, +-
+    color: float = 0.15  # brightness, contrast, saturation, white balance and exposure, +- this fraction
+    blur: float = 1.5  # Gaussian blur sigma up to this many pixels (at 224 px)
+    noise: float = 0.04  # sensor noise, standard deviation up to this fraction of the range
+    jpeg: int = 30  # JPEG re-compression, quality down to this (0 = off)
+    occlusion: float = 0.25  # a patch covering up to this fraction of the view (a hand, a price tag)
+    background: float = 0.5  # chance the cut-out object is pasted onto another background
+    pile: float = 0.5  # else, chance of a pile: copies of the cut-out object filling the view, as in a crate
+    background_dir: str | None = None  # your own background photos (shop shelves), besides the defaults
+    flip: bool = True  # mirror half of the views
+
+    def validate(self) -> None:
+        _check(self.views >= 2, f"head.adapt.views must be >= 2 (the image and one augmented view), got {self.views}")
+        _check(self.epochs >= 0, f"head.adapt.epochs must be >= 0, got {self.epochs}")
+        _check(self.lr > 0.0, f"head.adapt.lr must be > 0, got {self.lr}")
+        starts = ("pretrained", "current")
+        _check(self.start in starts, f"head.adapt.start must be 'pretrained' or 'current', got {self.start!r}")
+        _check(self.negatives >= 1, f"head.adapt.negatives must be >= 1, got {self.negatives}")
+        _check(0.0 <= self.momentum < 1.0, f"head.adapt.momentum must be in [0, 1), got {self.momentum}")
+        _check(self.neighbours >= 0, f"head.adapt.neighbours must be >= 0, got {self.neighbours}")
+        _check(self.validation_views >= 0, f"head.adapt.validation_views must be >= 0, got {self.validation_views}")
+        for name in ("crop", "occlusion"):
+            value = getattr(self, name)
+            _check(0.0 <= value < 1.0, f"head.adapt.{name} must be in [0, 1), got {value}")
+        for name in ("background", "pile"):
+            value = getattr(self, name)
+            _check(0.0 <= value <= 1.0, f"head.adapt.{name} must be in [0, 1] (a chance), got {value}")
+        _check(0.0 <= self.perspective <= 0.3, f"head.adapt.perspective must be in [0, 0.3], got {self.perspective}")
+        _check(0.0 <= self.rotation <= 180.0, f"head.adapt.rotation must be in [0, 180] degrees, got {self.rotation}")
+        _check(0.0 <= self.color <= 1.0, f"head.adapt.color must be in [0, 1], got {self.color}")
+        _check(0.0 <= self.blur <= 10.0, f"head.adapt.blur must be in [0, 10] pixels, got {self.blur}")
+        _check(0.0 <= self.noise <= 0.5, f"head.adapt.noise must be in [0, 0.5], got {self.noise}")
+        _check(
+            self.jpeg == 0 or 5 <= self.jpeg <= 95, f"head.adapt.jpeg must be 0 (off) or in [5, 95], got {self.jpeg}"
+        )
+
+
+@dataclass(frozen=True)
 class HeadSettings:
     """A learned transform of the backbone vectors (opt-in): whitening or a trained projection head.
 
@@ -306,7 +360,8 @@ class HeadSettings:
 
     # "supervised" (Radenovic's Lw), "pca" (no labels), "linear" / "mlp" (trained heads on frozen vectors),
     # "finetune" (the backbone's last stages trained on the catalogue: lookalike.embed.finetune), the
-    # default: grocery-store mAP 0.32 -> 0.84 where supervised whitening reached 0.70 (benchmarks/results/)
+    # default: grocery-store mAP 0.32 -> 0.84 where supervised whitening reached 0.70 (benchmarks/results/);
+    # "self" (the same tail trained with no labels at all, each image its own class: lookalike.embed.adapt)
     kind: str = "finetune"
     dim: int = 256  # output dimension of a whitening or a trained head; 0 = the input's ("finetune": the backbone's)
     shrinkage: float = 0.1  # covariance shrinkage towards a scaled identity (whitening; the heads' start)
@@ -333,6 +388,7 @@ class HeadSettings:
     finetune_batch: int = 32
     finetune_scale: float = 16.0  # CosFace: logits = scale * (cosine - margin on the true product)
     finetune_margin: float = 0.1
+    adapt: AdaptSettings = field(default_factory=AdaptSettings)  # "self": label-free adaptation
     seed: int = 0
 
     def validate(self) -> None:
@@ -362,6 +418,7 @@ class HeadSettings:
         _check(self.finetune_batch >= 2, f"head.finetune_batch must be >= 2, got {self.finetune_batch}")
         _check(self.finetune_scale > 0.0, f"head.finetune_scale must be > 0, got {self.finetune_scale}")
         _check(0.0 <= self.finetune_margin < 1.0, f"head.finetune_margin must be in [0, 1), got {self.finetune_margin}")
+        self.adapt.validate()
 
 
 @dataclass(frozen=True)

@@ -126,14 +126,20 @@ def frozen_maps(network: Any, pixels: np.ndarray, first_block: int) -> np.ndarra
     import torch
 
     batch = torch.from_numpy(pixels)
-    batch = torch.cat([batch, batch.flip(3)])
-    with torch.inference_mode():
-        x = network._swish(network._bn0(network._conv_stem(batch)))
-        for block in network._blocks[:first_block]:
-            x = block(x)
-    maps = x.numpy().astype(np.float16)
+    maps = trunk_maps(network, torch.cat([batch, batch.flip(3)]).numpy(), first_block)
     n = len(pixels)
     return np.stack([maps[:n], maps[n:]], axis=1)
+
+
+def trunk_maps(network: Any, pixels: np.ndarray, first_block: int) -> np.ndarray:
+    """(n, c, h, w) float16 feature maps of preprocessed images entering block `first_block`."""
+    import torch
+
+    with torch.inference_mode():
+        x = network._swish(network._bn0(network._conv_stem(torch.from_numpy(pixels))))
+        for block in network._blocks[:first_block]:
+            x = block(x)
+    return x.numpy().astype(np.float16)
 
 
 def _tail_module(network: Any, first_block: int, gem_p: float) -> Any:

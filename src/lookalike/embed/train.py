@@ -65,18 +65,22 @@ class EmbeddingReport:
     verdict: str = ""  # what was kept and why, in a sentence
     n_labelled_images: int = 0  # indexed images with a product id (the others take no part)
     warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds of the long stages ("self": views, training)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+BACKBONE_KINDS = ("finetune", "self")  # kinds that train the backbone's last stages (the others: its vectors)
+
+
 def check_kind(kind: str) -> None:
-    """An unknown transform kind fails here, listing the valid ones (and "finetune")."""
+    """An unknown embedding kind fails here, listing the valid ones."""
     from lookalike.embed.transform import available_transforms
     from lookalike.errors import UnknownNameError
 
-    if kind not in available_transforms():
-        names = ", ".join(["finetune", *available_transforms()])
+    if kind not in (*BACKBONE_KINDS, *available_transforms()):
+        names = ", ".join([*BACKBONE_KINDS, *available_transforms()])
         raise UnknownNameError(f"Unknown embedding kind {kind!r}; expected one of: {names}")
 
 
@@ -254,32 +258,56 @@ def coverage_warnings(labels: list[str | None], n_rows: int | None, kind: str) -
     return warnings
 
 
-def judge(report: EmbeddingReport, current: dict[str, float] | None, in_use: str, force: bool) -> None:
-    """Keep the new embedding only when its held-out mAP beats the embedding in use (`current`,
-    described by `in_use`), or when forced; fills `kept`, `current` and `verdict`."""
+def judge(
+    report: EmbeddingReport,
+    current: dict[str, float] | None,
+    in_use: str,
+    force: bool,
+    measured_on: tuple[str, str] = ("the held-out products", "held-out mAP"),
+) -> None:
+    """Keep the new embedding only when its mAP on `measured_on` (what, and the figure's name) beats
+    the embedding in use (`current`, described by `in_use`), or when forced; fills `kept`, `current`
+    and `verdict`."""
     report.current = current
     if report.after is None or current is None:
         report.kept = force
-        why = "no products could be held out to measure it (too few products with 2+ images)"
+        why = _unmeasured_reason(report)
         report.verdict = (
             f"installed unchecked (--force): {why}"
             if force
-            else f"not installed: {why}; {in_use} stays. Hold some out (--set head.validation_fraction=0.3, "
-            "or finer product ids: --items CSV), or install it unchecked with --force"
+            else f"not installed: {why}; {in_use} stays. {_unmeasured_fix(report)}, or install it unchecked "
+            "with --force"
         )
         return
+    where, metric = measured_on
     old, new = current["map"], report.after["map"]
-    figures = f"held-out mAP {old:.4f} ({in_use}) -> {new:.4f} ({report.kind})"
+    figures = f"{metric} {old:.4f} ({in_use}) -> {new:.4f} ({report.kind})"
     if new > old:
-        report.kept, report.verdict = True, f"installed: it beats {in_use} on the held-out products, {figures}"
+        report.kept, report.verdict = True, f"installed: it beats {in_use} on {where}, {figures}"
     elif force:
         report.kept, report.verdict = True, f"installed (--force) although it does not beat {in_use}: {figures}"
     else:
         report.kept = False
         report.verdict = (
-            f"not installed: it does not beat {in_use} on the held-out products, {figures}; the index is "
+            f"not installed: it does not beat {in_use} on {where}, {figures}; the index is "
             "unchanged (--force installs it anyway)"
         )
+
+
+def _unmeasured_reason(report: EmbeddingReport) -> str:
+    if report.kind == "self" and report.after is None:
+        return "no validation views were made to measure it (head.adapt.validation_views = 0)"
+    if report.kind == "self":
+        return "the embedding in use cannot be measured on the validation views (a learned transform, or another tail)"
+    return "no products could be held out to measure it (too few products with 2+ images)"
+
+
+def _unmeasured_fix(report: EmbeddingReport) -> str:
+    if report.kind == "self" and report.after is None:
+        return "Make validation views (--set head.adapt.validation_views=2)"
+    if report.kind == "self":
+        return "Remove the learned embedding first (--remove), or start from it (--set head.adapt.start=current)"
+    return "Hold some out (--set head.validation_fraction=0.3, or finer product ids: --items CSV)"
 
 
 def report_from(transform: VectorTransform, facts: dict[str, Any], n_images: int, seconds: float) -> EmbeddingReport:

@@ -24,7 +24,7 @@ from lookalike.evaluate.datasets import (
     grocery_store,
     shared_data_dir,
 )
-from lookalike.evaluate.harness import Config, evenly_spaced
+from lookalike.evaluate.harness import CARRY_STEP, Config, evenly_spaced
 from lookalike.settings import Settings
 
 
@@ -98,6 +98,23 @@ PRESETS: dict[str, Preset] = {
     ),
     "finetune-iou-whole": _fine_tuned(
         _SHAPE_ONLY, "fine-tuned backbone, whole image only; the mask serves the silhouette IoU re-ranking"
+    ),
+    # the catalogue with no labels, and models carried from labelled photos (grocery-store: its train split)
+    "self": Preset(
+        {"head.kind": "self"},
+        prepare=("train_embedding",),
+        description="label-free adaptation: the backbone's last stages trained on the gallery's own images, "
+        "each its own class, made to look like phone photos (no labels)",
+    ),
+    "carry": Preset(
+        prepare=(CARRY_STEP,),
+        description="model carry: the backbone fine-tuned with product ids on the data set's labelled training "
+        "photos, its model used by the gallery's index (`lookalike model use`)",
+    ),
+    "carry-self": Preset(
+        {"head.kind": "self", "head.adapt.start": "current"},
+        prepare=(CARRY_STEP, "train_embedding"),
+        description="both routes: the carried model, then adapted label-free on the gallery's own images",
     ),
 }
 

@@ -25,6 +25,7 @@ DATA_ENV_VAR = "LOOKALIKE_DATA"
 RELEVANCE_KEYS = ("item", "category")
 GALLERY_SPLITS = ("gallery", "train", "catalog")
 QUERY_SPLITS = ("query", "queries", "test")
+TRAINING_SPLITS = ("training",)  # labelled photos for the model-carry route, neither query nor gallery
 # ETH-80 views are named <elevation>-<azimuth>; the default queries are the eight views of the
 # 66-degree ring, which lies between the 45 and 68-degree rings left in the gallery.
 ETH80_QUERY_VIEWS = ("066-027", "066-063", "066-117", "066-153", "066-207", "066-243", "066-297", "066-333")
@@ -39,7 +40,8 @@ class Dataset:
     """Queries and gallery of one evaluation protocol.
 
     `relevance` names the `CatalogEntry` field that decides relevance: "item" (same product or
-    object instance) or "category" (same coarse class).
+    object instance) or "category" (same coarse class). `training`: labelled photos apart from the
+    queries and the gallery (grocery-store: the train split), which the model-carry route fine-tunes on.
     """
 
     name: str
@@ -48,6 +50,7 @@ class Dataset:
     gallery: tuple[CatalogEntry, ...]
     relevance: Literal["item", "category"] = "item"
     root: Path | None = None
+    training: tuple[CatalogEntry, ...] = ()
 
     def __post_init__(self) -> None:
         if self.relevance not in RELEVANCE_KEYS:
@@ -88,6 +91,7 @@ class Dataset:
             "n_gallery": len(self.gallery),
             "n_gallery_labels": len(set(self.gallery_labels())),
             "n_queries_without_relevant": sum(1 for n in self.n_relevant() if n == 0),
+            "n_training": len(self.training),
         }
 
 
@@ -204,7 +208,8 @@ def grocery_store(
     label: Literal["fine", "coarse"] = "fine",
 ) -> Dataset:
     """Grocery-store retrieval: queries = the test images; gallery = the train images ("photo2photo")
-    or the 81 iconic catalogue images ("photo2catalog").
+    or the 81 iconic catalogue images ("photo2catalog"); training = the train images (labelled
+    photos for the model-carry route).
 
     Relevant = same fine class (`label="fine"`, the product) or same coarse class (`label="coarse"`).
     """
@@ -213,13 +218,15 @@ def grocery_store(
         raise LookalikeError(f"Unknown grocery-store protocol {protocol!r}; expected one of {sorted(galleries)}")
     if label not in ("fine", "coarse"):
         raise LookalikeError(f"Unknown grocery-store label {label!r}; expected 'fine' or 'coarse'")
+    train = tuple(grocery_store_entries(root, "train"))
     return Dataset(
         name="grocery-store",
         protocol=f"{protocol} ({label})",
         queries=tuple(grocery_store_entries(root, "test")),
-        gallery=tuple(grocery_store_entries(root, galleries[protocol])),
+        gallery=train if protocol == "photo2photo" else tuple(grocery_store_entries(root, "iconic")),
         relevance="item" if label == "fine" else "category",
         root=Path(root),
+        training=train,
     )
 
 
@@ -360,7 +367,7 @@ def from_manifest(
     Rows whose `split` (case-insensitive) is in `gallery_splits` (default gallery, train, catalog)
     form the gallery; those in `query_splits` (default query, queries, test) the queries. Rows with
     another split (e.g. "iconic", "val") or none are left out; pass e.g. `gallery_splits=("iconic",)`
-    to use them.
+    to use them. Rows of split "training" are the data set's `training` photos (the model-carry route).
     """
     path = _require_file(Path(path), "a CSV manifest with a header path,item,category,split[,mask]")
     entries = read_manifest(path)
@@ -375,5 +382,7 @@ def from_manifest(
             f"{path}: {len(queries)} query and {len(gallery)} gallery rows; the split column holds {found}, "
             f"expected some of {sorted(query_set)} (queries) and of {sorted(gallery_set)} (gallery)"
         )
+    training = tuple(e for e in entries if (e.split or "").lower() in TRAINING_SPLITS)
     protocol = f"manifest (queries: {'|'.join(sorted(query_set))}; gallery: {'|'.join(sorted(gallery_set))})"
-    return Dataset(name or f"{path.parent.name}/{path.name}", protocol, queries, gallery, relevance, path.parent)
+    name = name or f"{path.parent.name}/{path.name}"
+    return Dataset(name, protocol, queries, gallery, relevance, path.parent, training=training)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
 
-from lookalike.evaluate.harness import ConfigResult, QueryOutcome
+from lookalike.evaluate.harness import ConfigResult, QueryOutcome, top1_changes
 from lookalike.evaluate.metrics import recall_at_k
 
 CURVE_KS = (1, 2, 3, 5, 10, 15, 20, 30, 50, 100)
@@ -168,9 +168,11 @@ def render_grid(
     *,
     title: str,
     style: GridStyle = GridStyle(),
+    notes: Sequence[str] | None = None,
 ) -> Path:
     """One row per query: the query (blue frame; its cut-out beside it when a mask was predicted),
-    then its top hits with their scores, framed green when relevant (same label), red when not."""
+    then its top hits with their scores, framed green when relevant (same label), red when not.
+    `notes`: one line per row, written under the query instead of its first right hit's rank."""
     with_mask = any(o.mask is not None for o in outcomes)
     columns = 1 + int(with_mask) + style.hits
     cell_w, cell_h = style.tile + style.gap, style.tile + style.caption + style.gap
@@ -179,7 +181,8 @@ def render_grid(
     draw = ImageDraw.Draw(sheet)
     draw.text((style.gap, 6), title, fill=INK, font=_font(16))
     for row, outcome in enumerate(outcomes):
-        _grid_row(sheet, draw, outcome, label_of, (style.gap, head + row * cell_h), with_mask, style)
+        note = None if notes is None else notes[row]
+        _grid_row(sheet, draw, outcome, label_of, (style.gap, head + row * cell_h), with_mask, style, note)
     sheet.save(path)
     return path
 
@@ -192,12 +195,14 @@ def _grid_row(
     origin: tuple[int, int],
     with_mask: bool,
     style: GridStyle,
+    note: str | None = None,
 ) -> None:
     x, y = origin
     step = style.tile + style.gap
     rank = outcome.first_relevant_rank
     _framed(sheet, _thumb(outcome.path, style.tile), (x, y), QUERY, style)
-    _caption(draw, (x, y + style.tile), [f"query: {_short(outcome.label, 15)}", f"first right hit: {rank or 'none'}"])
+    second = note if note is not None else f"first right hit: {rank or 'none'}"
+    _caption(draw, (x, y + style.tile), [f"query: {_short(outcome.label, 15)}", second])
     x += step
     if with_mask:
         cut = _cutout(outcome.path, outcome.mask, style.tile) if outcome.mask is not None else None
@@ -232,3 +237,38 @@ def _caption(
     font = _font(11)
     for i, line in enumerate(line for line in lines if line):
         draw.text((at[0] + 1, at[1] + 3 + 14 * i), line, fill=INK if i == 0 else second, font=font)
+
+
+def render_changes(
+    before: Sequence[QueryOutcome],
+    after: Sequence[QueryOutcome],
+    names: tuple[str, str],
+    label_of: Callable[[str], str | None],
+    path: Path,
+    *,
+    count: int = 6,
+) -> tuple[Path | None, dict[str, int]]:
+    """A before/after grid of queries whose top-1 changed: up to `count` fixed ones, then up to `count`
+    broken ones (evenly spaced), each as two rows, the run `names[0]` above `names[1]`. Returns the
+    grid (None when no top-1 changed) and how many queries were fixed and broken."""
+    fixed, broken = top1_changes(before, after)
+    rows: list[QueryOutcome] = []
+    notes: list[str] = []
+    for what, chosen in (("fixed", fixed), ("broken", broken)):
+        for i in [chosen[j] for j in _evenly(len(chosen), count)]:
+            rows += [before[i], after[i]]
+            notes += [f"{what}; {_short(names[0], 14)}:", f"{what}; {_short(names[1], 14)}:"]
+    counts = {"fixed": len(fixed), "broken": len(broken)}
+    if not rows:
+        return None, counts
+    title = (
+        f"top-1 changed, {names[0]} -> {names[1]}: {len(fixed)} fixed (wrong -> right), {len(broken)} broken "
+        f"(right -> wrong); each query's two rows: {names[0]}, then {names[1]}"
+    )
+    return render_grid(rows, label_of, path, title=title, notes=notes), counts
+
+
+def _evenly(n: int, count: int) -> list[int]:
+    if n <= count:
+        return list(range(n))
+    return sorted({round(float(v)) for v in np.linspace(0, n - 1, count)})

@@ -9,6 +9,7 @@ segmentation quality (the query's predicted mask against the data set's ground-t
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +36,9 @@ Progress = Callable[[str, int, int], None]  # (what, done, total)
 ONLINE_SECTIONS = ("rerank",)
 LATENCY_K = 10  # hits asked for in the latency pass, as a user would
 MASK_THUMBNAIL = 96  # side (pixels) of the predicted masks kept per query, for the report's grids
+# the model-carry route as a prepare step: a model fine-tuned with product ids on the data set's labelled
+# training photos (an index of its own, shared by the configurations), then used by the gallery's index
+CARRY_STEP = "carry_model"
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,7 @@ class ConfigResult:
     classification: dict[str, Any] | None = None  # metrics.ClassificationReport.as_dict()
     segmentation: dict[str, Any] | None = None  # metrics.SegmentationReport.as_dict()
     training: dict[str, Any] = field(default_factory=dict)  # what each `prepare` step reported (epochs, held out)
+    top1_changes: dict[str, Any] = field(default_factory=dict)  # queries fixed and broken against the first config
 
     def summary(self) -> dict[str, Any]:
         summary = {
@@ -126,6 +131,8 @@ class ConfigResult:
             summary["segmentation"] = self.segmentation
         if self.training:
             summary["training"] = self.training
+        if self.top1_changes:
+            summary["top1_changes"] = self.top1_changes
         return summary
 
 
@@ -190,20 +197,31 @@ def unmet_needs(dataset: Dataset, config: Config) -> list[str]:
                 "it trains a category classifier, which needs gallery images of at least 2 categories; "
                 f"the gallery has {len(categories)} (fill the manifest's category column)"
             )
+    if CARRY_STEP in config.prepare and _products(dataset.training, "item") < 2:
+        needs.append(
+            f"it fine-tunes a model on the data set's labelled training photos ({CARRY_STEP}), which needs at least "
+            f"2 products with 2+ of them; the data set has {len(dataset.training)} training photos (a manifest: "
+            "rows of split 'training')"
+        )
     head = config.settings.head
-    if "train_embedding" in config.prepare and head.kind != "pca":
-        counts: dict[str, int] = {}
-        for entry in dataset.gallery:
-            label = entry.item if head.label == "item" else entry.category
-            if label:
-                counts[label] = counts.get(label, 0) + 1
-        products = sum(1 for count in counts.values() if count >= 2)
+    if "train_embedding" in config.prepare and head.kind not in ("pca", "self"):
+        products = _products(dataset.gallery, head.label)
         if products < 2:
             needs.append(
                 f"it trains an embedding ({head.kind}) on product ids (head.label = {head.label!r}), which needs "
                 f"at least 2 products with 2+ gallery images each; the gallery has {products}"
             )
     return needs
+
+
+def _products(entries: Sequence[Any], label: str) -> int:
+    """How many products (items or categories) have 2+ of `entries`."""
+    counts: dict[str, int] = {}
+    for entry in entries:
+        name = entry.item if label == "item" else entry.category
+        if name:
+            counts[name] = counts.get(name, 0) + 1
+    return sum(1 for count in counts.values() if count >= 2)
 
 
 def _build(
@@ -222,18 +240,56 @@ def _build(
         started = time.perf_counter()
         training = {}
         for step in config.prepare:
+            if step == CARRY_STEP:
+                training[step] = carry_model(engine, dataset, config, path.parent, progress)
+                continue
             facts = training_facts(step, _prepare_step(engine, config, step)())
             if facts is not None:
                 training[step] = facts
         prepared = time.perf_counter() - started
         size = engine.info()["size_bytes"]
-    return path, {
-        "images": float(added.embedded),
-        "seconds": added.seconds,
-        "images_per_second": added.embedded / added.seconds if added.seconds else 0.0,
-        "index_bytes": float(size),
-        "prepare_seconds": prepared,  # the `prepare` steps (e.g. training a classifier) after indexing
-    }, training
+    return (
+        path,
+        {
+            "images": float(added.embedded),
+            "seconds": added.seconds,
+            "images_per_second": added.embedded / added.seconds if added.seconds else 0.0,
+            "index_bytes": float(size),
+            "prepare_seconds": prepared,  # the `prepare` steps (e.g. training a classifier) after indexing
+        },
+        training,
+    )
+
+
+def carry_model(
+    engine: Any, dataset: Dataset, config: Config, work_dir: Path, progress: Progress | None
+) -> dict[str, Any]:
+    """The model-carry route: fine-tune a model with product ids on `dataset.training` (once per backbone
+    setting, in `work_dir`), then `Engine.use_model` it in the gallery's index. Returns its facts."""
+    from lookalike.pipeline import Engine
+
+    settings = config.settings.replace(**{"head.kind": "finetune", "head.label": "item"})
+    data = settings.to_dict()
+    data["head"].pop("adapt")  # the configurations that carry the same model share it
+    key = json.dumps({name: data[name] for name in ("embed", "localize", "head")}, sort_keys=True)
+    source = work_dir / f"carry-{hashlib.sha256(key.encode()).hexdigest()[:10]}.index"
+    facts: dict[str, Any] = {"source": source.name, "n_training_images": len(dataset.training)}
+    if not (source / "settings.json").is_file():
+        with Engine.create(source, settings, overwrite=True) as trainer:
+            trainer.add(list(dataset.training), progress=_reporter(progress, f"{config.name}: carry indexing"))
+            facts["fine_tuning"] = training_facts("train_embedding", trainer.train_embedding(force=True))
+    engine.use_model(
+        source, on_stage=lambda stage, done, total: _reporter(progress, f"{config.name}: {stage}")(done, total)
+    )
+    return facts
+
+
+def _reporter(progress: Progress | None, what: str) -> Callable[[int, int], None]:
+    def report(done: int, total: int) -> None:
+        if progress:
+            progress(what, done, total)
+
+    return report
 
 
 def training_facts(step: str, outcome: Any) -> dict[str, Any] | None:
@@ -322,6 +378,25 @@ def _thumbnail(mask: np.ndarray) -> np.ndarray:
     image = Image.fromarray(mask.astype(np.uint8) * 255)
     image.thumbnail((MASK_THUMBNAIL, MASK_THUMBNAIL), Image.Resampling.NEAREST)
     return np.asarray(image) > 127
+
+
+def top1_changes(before: Sequence[QueryOutcome], after: Sequence[QueryOutcome]) -> tuple[list[int], list[int]]:
+    """Queries (positions) whose top hit was wrong before and right after ("fixed"), and the reverse
+    ("broken"); the two runs must hold the same queries in the same order."""
+    if [o.path for o in before] != [o.path for o in after]:
+        raise ValueError("top-1 changes compare two runs of the same queries, in the same order")
+    right = [(b.first_relevant_rank == 1, a.first_relevant_rank == 1) for b, a in zip(before, after, strict=True)]
+    fixed = [i for i, (was, now) in enumerate(right) if not was and now]
+    broken = [i for i, (was, now) in enumerate(right) if was and not now]
+    return fixed, broken
+
+
+def count_top1_changes(results: Sequence[ConfigResult]) -> None:
+    """Fill each result's `top1_changes` against the first configuration (same queries, same order)."""
+    for result in results[1:]:
+        if result.queries and results[0].queries:
+            fixed, broken = top1_changes(results[0].queries, result.queries)
+            result.top1_changes = {"against": results[0].name, "fixed": len(fixed), "broken": len(broken)}
 
 
 def evenly_spaced(n: int, count: int) -> list[int]:

@@ -31,7 +31,7 @@ from lookalike.evaluate.compare import (
 )
 from lookalike.evaluate.configs import load_dataset, resolve_configs, subsample
 from lookalike.evaluate.datasets import Dataset
-from lookalike.evaluate.harness import Config, ConfigResult, Progress, evaluate
+from lookalike.evaluate.harness import Config, ConfigResult, Progress, count_top1_changes, evaluate
 from lookalike.settings import Settings
 
 KS = (1, 5, 10, 20)
@@ -122,6 +122,7 @@ def run(
         results = evaluate(
             chosen, config_list, work_dir or scratch, ks=KS, latency_queries=latency_queries, progress=progress
         )
+    count_top1_changes(results)
     evaluation = Evaluation(
         dataset={**chosen.describe(), "n_queries_total": len(data.queries)},
         results=results,
@@ -182,7 +183,18 @@ def _figures(evaluation: Evaluation, out: Path, samples: int) -> dict[str, Path 
             )
         if samples > 0 and result.queries:
             made.update(_grids(evaluation, result, out, slug, samples))
+        if samples > 0 and i > 0 and result.queries and results[0].queries:
+            made[f"changes:{result.name}"] = _changes_grid(evaluation, results[0], result, out / f"changes-{slug}.png")
     return made
+
+
+def _changes_grid(evaluation: Evaluation, reference: ConfigResult, result: ConfigResult, path: Path) -> Path | None:
+    """Queries whose top-1 changed from the first configuration to this one; the counts go to the result."""
+    from lookalike.evaluate.figures import render_changes
+
+    grid, _ = render_changes(reference.queries, result.queries, (reference.name, result.name),
+                             evaluation.label_of.get, path)  # fmt: skip
+    return grid
 
 
 def _grids(evaluation: Evaluation, result: ConfigResult, out: Path, slug: str, count: int) -> dict[str, Path]:
@@ -425,6 +437,14 @@ def _md_grids(evaluation: Evaluation, figures: dict[str, str]) -> str:
     parts += [
         f"![{r.name}]({figures[f'samples:{r.name}']})\n" for r in evaluation.results if f"samples:{r.name}" in figures
     ]
+    changed = [r for r in evaluation.results[1:] if r.top1_changes]
+    if changed:
+        parts += [f"## Top-1 changes against {evaluation.results[0].name}", ""]
+        for result in changed:
+            counts = result.top1_changes
+            line = f"{result.name}: {counts['fixed']} queries fixed (wrong -> right), {counts['broken']} broken."
+            key = f"changes:{result.name}"
+            parts.append(line + (f"\n\n![{result.name} changes]({figures[key]})\n" if key in figures else "\n"))
     parts += ["## Worst failures", ""]
     for result in evaluation.results:
         key = f"failures:{result.name}"

@@ -1,0 +1,488 @@
+"""Label-free adaptation (`head.kind = "self"`): the catalogue teaches the backbone with no product ids.
+
+A catalogue often holds one clean studio image per product while people search it with phone
+photos. This trains the same backbone tail as `lookalike.embed.finetune` (its last
+`finetune_stages` stages, head convolution and GeM p), with no labels: each catalogue image is its
+own class (instance discrimination), and `lookalike.embed.views` turns it into what a phone photo
+of it looks like (cut out and pasted onto shelves and textures, piled up, cropped, tilted,
+occluded, re-lit, blurred, noisy, JPEG-compressed). The loss is a normalised softmax (CosFace
+margin) of each view against a memory bank holding one unit vector per image (Wu et al. 2018): the
+bank starts from the pretrained vectors of the clean images and follows the views' vectors
+(`adapt.momentum`); each batch is contrasted with the whole bank, or with `adapt.negatives` entries
+drawn from it when the catalogue is larger, so the cost per step does not grow with the catalogue.
+With `adapt.neighbours` = k > 0 (a photo archive, with many photos of each product), an image's k
+mutual nearest neighbours in the bank also count as positives from the second epoch on.
+
+Affordable on a CPU: the views are made and sent through the frozen stages once (`adapt.views`
+per image, float16 maps); the tail trains on those maps (with a random shift) and the pixels are
+never touched again.
+
+What chooses the epoch and decides whether the result is kept: with no labels there are no held
+out products. `adapt.validation_views` fresh views of each image (up to 1,000 images), made with
+another seed and never trained on, query the clean catalogue images; the figures (mAP, Recall@k:
+is the image the view was made from found first?) are measured per epoch, and the best epoch is
+kept. They say whether the network became invariant to the augmentations on views it never saw,
+not how real phone photos will fare (they come from the same augmentations);
+benchmarks/adapt.py measures that on real photos.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from lookalike._estimator import check_is_fitted
+from lookalike.embed.finetune import (
+    MAP_BATCH,
+    BackboneTuning,
+    EpochCallback,
+    _random_shift,
+    _schedule,
+    _snapshot,
+    _tail_module,
+    apply_tuning,
+    tail_start,
+    tail_state,
+    tail_vectors,
+    trunk_maps,
+)
+from lookalike.embed.views import PhotoViews, Source, background_photo, thumbnail
+from lookalike.errors import LookalikeError
+from lookalike.settings import HeadSettings
+
+TRAIN, VALIDATION = 0, 1  # view streams
+TILE_POOL = 1000  # catalogue images whose thumbnails make mosaics and occluders
+VALIDATION_IMAGES = 1000  # images with validation views, at most
+BACKGROUND_LIMIT = 1000  # background photos read from adapt.background_dir, at most
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+NEIGHBOUR_CHUNK = 2048
+MEMORY_LIMIT = 2 << 30  # view maps past this many bytes go to a memory-mapped temporary file
+
+LoadImage = Callable[[int], Image.Image]
+Segment = Callable[[Image.Image], "np.ndarray | None"]
+
+
+@dataclass
+class ViewMaps:
+    """Frozen-stage maps of every image's views: the training views (view 0 = the image itself) and
+    the validation views (another seed) of `validation_rows`."""
+
+    train: np.ndarray  # (n, views, c, h, w) float16
+    validation: np.ndarray  # (m, validation_views, c, h, w) float16
+    validation_rows: np.ndarray  # (m,) int
+    masked: int  # images whose object was found (cut out for backgrounds and piles)
+
+
+def validation_rows(n: int, settings: HeadSettings) -> np.ndarray:
+    """The images that get validation views: all, or a seeded 1,000 of them."""
+    if settings.adapt.validation_views == 0:
+        return np.zeros(0, dtype=np.int64)
+    rows = np.arange(n)
+    if n > VALIDATION_IMAGES:
+        rows = np.sort(np.random.default_rng(settings.seed).choice(n, VALIDATION_IMAGES, replace=False))
+    return rows
+
+
+def make_view_maps(
+    embedder: Any,
+    network: Any,
+    first_block: int,
+    load: LoadImage,
+    n: int,
+    settings: HeadSettings,
+    segment: Segment | None,
+    backgrounds: Sequence[np.ndarray] = (),
+    progress: Callable[[int, int], None] | None = None,
+) -> ViewMaps:
+    """Every image's views through the frozen stages, one image at a time (`load(row)` decodes it;
+    `segment(image)` gives its object mask, or None; without it nothing is cut out)."""
+    if n < 2:
+        raise LookalikeError(f"label-free adaptation needs 2+ catalogue images (each is its own class); got {n}")
+    adapt = settings.adapt
+    views = PhotoViews(adapt, _tiles(load, n, settings.seed, segment), backgrounds, seed=settings.seed)
+    checked = validation_rows(n, settings)
+    slot = {int(row): i for i, row in enumerate(checked)}
+    train: np.ndarray | None = None
+    validation: np.ndarray | None = None
+    masked = 0
+    for row in range(n):
+        image = load(row)
+        mask = segment(image) if segment is not None else None
+        source = Source.of(image, mask)
+        masked += source.alpha is not None
+        pictures = [image] + [views.view(source, row, number, TRAIN) for number in range(1, adapt.views)]
+        if row in slot:
+            pictures += [views.view(source, row, number, VALIDATION) for number in range(adapt.validation_views)]
+        maps = _maps(embedder, network, first_block, pictures)
+        if train is None:
+            train = _allocate((n, adapt.views, *maps.shape[1:]))
+            validation = _allocate((len(checked), adapt.validation_views, *maps.shape[1:]))
+        train[row] = maps[: adapt.views]
+        if row in slot and validation is not None:
+            validation[slot[row]] = maps[adapt.views :]
+        if progress:
+            progress(row + 1, n)
+    if train is None or validation is None:
+        raise LookalikeError("label-free adaptation needs images: none were read")
+    return ViewMaps(train, validation, checked, masked)
+
+
+def _allocate(shape: tuple[int, ...]) -> np.ndarray:
+    """A float16 array of `shape`: in memory up to MEMORY_LIMIT bytes, past that memory-mapped onto a
+    temporary file (deleted once the array is freed), so a large catalogue needs disk, not memory."""
+    size = int(np.prod(shape)) * 2
+    if size <= MEMORY_LIMIT:
+        return np.zeros(shape, np.float16)
+    with tempfile.TemporaryFile(prefix="lookalike-views-") as handle:  # the mapping outlives the name
+        return np.memmap(handle, dtype=np.float16, mode="w+", shape=shape)
+
+
+def _maps(embedder: Any, network: Any, first_block: int, pictures: Sequence[Image.Image]) -> np.ndarray:
+    chunks = [
+        trunk_maps(network, embedder.pixels(pictures[start : start + MAP_BATCH]), first_block)
+        for start in range(0, len(pictures), MAP_BATCH)
+    ]
+    return np.concatenate(chunks)
+
+
+def _tiles(load: LoadImage, n: int, seed: int, segment: Segment | None) -> list[Source]:
+    """Thumbnails (with their object masks) of up to TILE_POOL catalogue images, a seeded choice:
+    the shelves, mosaics and occluders of the views."""
+    rows = np.arange(n) if n <= TILE_POOL else np.random.default_rng(seed).choice(n, TILE_POOL, replace=False)
+    tiles = []
+    for row in sorted(rows):
+        image = load(int(row))
+        tiles.append(thumbnail(image, segment(image) if segment is not None else None))
+    return tiles
+
+
+def read_backgrounds(folder: str | Path | None) -> list[np.ndarray]:
+    """Your background photos (`adapt.background_dir`): up to BACKGROUND_LIMIT images, sorted by name."""
+    if folder is None:
+        return []
+    from lookalike.io.images import load_image
+
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise LookalikeError(f"head.adapt.background_dir: {path} is not a folder; expected a folder of photos")
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:BACKGROUND_LIMIT]
+    if not files:
+        raise LookalikeError(f"head.adapt.background_dir: {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return [background_photo(load_image(file)) for file in files]
+
+
+def segmenter_masks(localizer: Any) -> Segment:
+    """`segment(image)` from a `lookalike.localize.Localizer`: the main object's mask, None when none is found."""
+
+    def segment(image: Image.Image) -> np.ndarray | None:
+        found = localizer.localize(image)
+        return found.mask if found.found else None
+
+    return segment
+
+
+# -- training
+
+
+class SelfTuner:
+    """Trains a backbone's last stages on cached view maps, each image its own class (estimator contract)."""
+
+    kind = "self"
+
+    def __init__(self, settings: HeadSettings) -> None:
+        self.settings = settings
+
+    def fit(
+        self,
+        maps: np.ndarray,
+        *,
+        network: Any,
+        first_block: int,
+        model: str,
+        base_fingerprint: str,
+        gem_p: float,
+        validation: tuple[np.ndarray, np.ndarray] | None = None,
+        progress: EpochCallback | None = None,
+        state_from: int | None = None,
+    ) -> SelfTuner:
+        """Train on `maps` ((n, views, c, h, w), view 0 = the image itself) of n catalogue images.
+
+        `network` is a copy of the backbone (its tail is trained in place). With `validation`
+        ((m, w, c, h, w) maps of other views of the images `rows`), the view-retrieval figures are
+        measured per epoch (epoch 0 = the starting point) and the best epoch's weights are kept.
+        `state_from` (default `first_block`): the first block the tuning records.
+        """
+        import torch
+
+        n = len(maps)
+        if n < 2 or maps.ndim != 5 or maps.shape[1] < 1:
+            raise LookalikeError(f"label-free adaptation needs (n >= 2, views, c, h, w) maps; got shape {maps.shape}")
+        settings = self.settings
+        torch.manual_seed(settings.seed)
+        rng = np.random.default_rng(settings.seed)
+        tail = _tail_module(network, first_block, gem_p)
+        bank = torch.from_numpy(tail_vectors(tail, maps))  # the clean images' vectors
+        lr, batch = settings.adapt.lr, min(settings.finetune_batch, n * maps.shape[1])
+        optimiser = torch.optim.AdamW(tail.parameters(), lr=lr, weight_decay=settings.weight_decay)
+        steps = max(1, n * maps.shape[1] // batch)
+        epochs = settings.adapt.epochs
+        scheduler = _schedule(optimiser, [lr], max(1, epochs * steps))
+        before = _view_figures(tail, maps, validation)
+        history: dict[str, list[float | None]] = {"loss": [None], "val_map": [_map_of(before)]}
+        best = (_map_of(before), 0, _snapshot(tail), before)
+        for epoch in range(1, epochs + 1):
+            positives = _neighbours(bank, settings.adapt.neighbours) if epoch > 1 else None
+            loss = _epoch(tail, bank, positives, optimiser, scheduler, maps, batch, settings, rng)
+            figures = _view_figures(tail, maps, validation)
+            history["loss"].append(loss)
+            history["val_map"].append(_map_of(figures))
+            if figures is not None and (best[0] is None or figures["map"] > best[0]):
+                best = (figures["map"], epoch, _snapshot(tail), figures)
+            if progress:
+                progress(epoch, epochs, {"loss": loss, "val_map": _map_of(figures)})
+        if validation is None:
+            best = (None, epochs, _snapshot(tail), None)
+        tail.load_state_dict(best[2])
+        self.tail_, self.history_, self.best_epoch_ = tail, history, best[1]
+        self.before_, self.after_ = before, best[3]
+        self.tuning_ = BackboneTuning(
+            model=model,
+            base_fingerprint=base_fingerprint,
+            first_block=first_block if state_from is None else min(state_from, first_block),
+            gem_p=float(tail.p.detach().clamp(min=1.0)),
+            state=tail_state(network, first_block if state_from is None else min(state_from, first_block)),
+            facts={"kind": "self", "epochs": best[1], "images": n, "views": int(maps.shape[1])},
+        )
+        return self
+
+    def vectors(self, maps: np.ndarray) -> np.ndarray:
+        """Unit vectors of cached maps (view 0 of each row) through the fitted tail."""
+        check_is_fitted(self, "tuning_")
+        return tail_vectors(self.tail_, maps)
+
+
+def _map_of(figures: dict[str, float] | None) -> float | None:
+    return None if figures is None else figures["map"]
+
+
+def _epoch(
+    tail: Any,
+    bank: Any,
+    positives: np.ndarray | None,
+    optimiser: Any,
+    scheduler: Any,
+    maps: np.ndarray,
+    batch: int,
+    settings: HeadSettings,
+    rng: np.random.Generator,
+) -> float:
+    """One pass over every view in random order: the CosFace loss against the memory bank, which
+    then takes in the views' vectors."""
+    import torch
+
+    tail.train()
+    for module in tail.modules():  # BatchNorm keeps the pretrained statistics
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.eval()
+    n, views = maps.shape[:2]
+    order = rng.permutation(n * views)
+    losses = []
+    for start in range(0, len(order) - batch + 1, batch):
+        rows, numbers = np.divmod(order[start : start + batch], views)
+        x = torch.from_numpy(maps[rows, numbers].astype(np.float32))
+        vectors = tail(_random_shift(x, rng))
+        loss = _loss(vectors, bank, rows, positives, settings, rng)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        scheduler.step()
+        _update_bank(bank, rows, vectors.detach(), settings.adapt.momentum)
+        losses.append(float(loss.detach()))
+    return float(np.mean(losses)) if losses else float("nan")
+
+
+def _loss(
+    vectors: Any,
+    bank: Any,
+    rows: np.ndarray,
+    positives: np.ndarray | None,
+    settings: HeadSettings,
+    rng: np.random.Generator,
+) -> Any:
+    """-log of the softmax mass on each view's positives (its image, and its neighbours) among the
+    candidates: the whole bank, or the batch's positives plus `adapt.negatives` drawn from it."""
+    import torch
+
+    n = bank.shape[0]
+    wanted = rows[:, None] if positives is None else np.concatenate([rows[:, None], positives[rows]], axis=1)
+    if n <= settings.adapt.negatives:
+        candidates = np.arange(n)
+    else:
+        drawn = rng.choice(n, settings.adapt.negatives, replace=False)
+        candidates = np.unique(np.concatenate([wanted[wanted >= 0], drawn]))
+    column = np.full(n, -1)
+    column[candidates] = np.arange(len(candidates))
+    cosines = vectors @ bank[torch.from_numpy(candidates)].T
+    is_positive = torch.zeros_like(cosines, dtype=torch.bool)
+    for j in range(wanted.shape[1]):
+        present = wanted[:, j] >= 0
+        is_positive[torch.from_numpy(np.flatnonzero(present)), torch.from_numpy(column[wanted[present, j]])] = True
+    logits = settings.finetune_scale * (cosines - settings.finetune_margin * is_positive.float())
+    mass = torch.logsumexp(logits.masked_fill(~is_positive, float("-inf")), dim=1)
+    return (torch.logsumexp(logits, dim=1) - mass).mean()
+
+
+def _update_bank(bank: Any, rows: np.ndarray, vectors: Any, momentum: float) -> None:
+    import torch
+
+    for row in np.unique(rows):
+        mean = vectors[torch.from_numpy(rows == row)].mean(dim=0)
+        bank[row] = torch.nn.functional.normalize(momentum * bank[row] + (1 - momentum) * mean, dim=0)
+
+
+def _neighbours(bank: Any, k: int) -> np.ndarray | None:
+    """(n, k) rows of each image's mutual k nearest neighbours in the bank (-1 where fewer); None for k = 0."""
+    if k == 0:
+        return None
+    vectors = bank.numpy()
+    n = len(vectors)
+    k = min(k, n - 1)
+    nearest = np.zeros((n, k), dtype=np.int64)
+    for start in range(0, n, NEIGHBOUR_CHUNK):
+        scores = vectors[start : start + NEIGHBOUR_CHUNK] @ vectors.T
+        scores[np.arange(len(scores)), np.arange(start, start + len(scores))] = -np.inf
+        nearest[start : start + len(scores)] = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    mutual = np.zeros((n, k), dtype=bool)
+    for j in range(k):
+        mutual[:, j] = (nearest[nearest[:, j]] == np.arange(n)[:, None]).any(axis=1)
+    return np.where(mutual, nearest, -1)
+
+
+def _view_figures(tail: Any, maps: np.ndarray, validation: tuple[np.ndarray, np.ndarray] | None) -> dict | None:
+    """Each validation view queries the clean images: mAP (one relevant image: the mean of 1 / its
+    rank) and Recall@1/5/10 of the image it was made from."""
+    if validation is None or len(validation[1]) == 0 or validation[0].shape[1] == 0:
+        return None
+    gallery = tail_vectors(tail, maps)
+    views, rows = validation
+    queries = tail_vectors(tail, views.reshape(-1, 1, *views.shape[2:]))
+    truth = np.repeat(rows, views.shape[1])
+    return view_retrieval(queries, truth, gallery)
+
+
+def view_retrieval(queries: np.ndarray, truth: np.ndarray, gallery: np.ndarray) -> dict[str, float]:
+    """mAP and Recall@1/5/10 when each query's one relevant gallery row is `truth`."""
+    scores = queries @ gallery.T
+    own = scores[np.arange(len(queries)), truth]
+    rank = 1 + (scores > own[:, None]).sum(axis=1)
+    return {"map": float(np.mean(1.0 / rank)), **{f"recall@{k}": float(np.mean(rank <= k)) for k in (1, 5, 10)}}
+
+
+# -- from image files to a tuning
+
+
+def fit_adaptation(
+    pristine: Any,
+    load: LoadImage,
+    n: int,
+    settings: HeadSettings,
+    *,
+    start: BackboneTuning | None = None,
+    segment: Segment | None = None,
+    progress: EpochCallback | None = None,
+    on_maps: Callable[[int, int], None] | None = None,
+    measure: BackboneTuning | None = None,
+) -> tuple[BackboneTuning, dict[str, Any], SelfTuner]:
+    """Adapt `pristine` (an embedder with the pretrained weights; from `start`'s tuning when given) to
+    n catalogue images; returns the tuning, the facts of its report and the fitted tuner.
+
+    `measure`: another tuning (the one an index uses) to measure on the same validation views: the
+    facts' "current" (None when its tail starts before this one's: the cached maps do not fit it)."""
+    network = copy.deepcopy(pristine.network())
+    first = tail_start(network, settings.finetune_stages)
+    gem_p = pristine.settings.gem_p
+    if start is not None:
+        apply_tuning(network, start)
+        gem_p = start.gem_p
+    started = time.perf_counter()
+    backgrounds = read_backgrounds(settings.adapt.background_dir)
+    maps = make_view_maps(pristine, network, first, load, n, settings, segment, backgrounds, on_maps)
+    made = time.perf_counter()
+    validation = (maps.validation, maps.validation_rows) if len(maps.validation_rows) else None
+    tuner = SelfTuner(settings).fit(
+        maps.train,
+        network=network,
+        first_block=first,
+        model=pristine.name,
+        base_fingerprint=pristine.fingerprint(),
+        gem_p=gem_p,
+        validation=validation,
+        progress=progress,
+        state_from=None if start is None else start.first_block,
+    )
+    trained = time.perf_counter()
+    facts: dict[str, Any] = {
+        "n_train_images": n,
+        "n_train_products": n,  # each image its own class
+        "n_validation_images": int(maps.validation.shape[0] * maps.validation.shape[1]),
+        "n_validation_products": len(maps.validation_rows),
+        "before": tuner.before_,
+        "after": tuner.after_,
+        "history": tuner.history_,
+        "best_epoch": tuner.best_epoch_,
+        "refit": False,
+        "current": _measure(pristine, measure, first, start, maps, validation),
+        "timings": {"views_and_maps": made - started, "training": trained - made, "images_masked": maps.masked},
+    }
+    return tuner.tuning_, facts, tuner
+
+
+def _measure(
+    pristine: Any,
+    tuning: BackboneTuning | None,
+    first: int,
+    start: BackboneTuning | None,
+    maps: ViewMaps,
+    validation: tuple[np.ndarray, np.ndarray] | None,
+) -> dict[str, float] | None:
+    """The view figures of another tuning, when its tail and the frozen part the maps came from fit it."""
+    if tuning is None or validation is None or tuning.first_block < first:
+        return None
+    if start is not None and start.first_block < first:
+        return None
+    network = copy.deepcopy(pristine.network())
+    apply_tuning(network, tuning)
+    return _view_figures(_tail_module(network, first, tuning.gem_p), maps.train, validation)
+
+
+def adapt_on_files(
+    pristine: Any,
+    paths: Sequence[str],
+    settings: HeadSettings,
+    *,
+    start: BackboneTuning | None = None,
+    segment: Segment | None = None,
+    progress: EpochCallback | None = None,
+    on_maps: Callable[[int, int], None] | None = None,
+    measure: BackboneTuning | None = None,
+) -> tuple[BackboneTuning, Any, SelfTuner]:
+    """`fit_adaptation` on image files; returns the tuning, its `EmbeddingReport` and the tuner."""
+    from lookalike.embed.train import EmbeddingReport
+    from lookalike.io.images import load_image
+
+    tuning, facts, tuner = fit_adaptation(
+        pristine, lambda row: load_image(paths[row]), len(paths), settings,
+        start=start, segment=segment, progress=progress, on_maps=on_maps, measure=measure,
+    )  # fmt: skip
+    report = EmbeddingReport(
+        kind="self", fingerprint=tuning.fingerprint(), dim=pristine.dim, n_images=len(paths), **facts
+    )
+    return tuning, report, tuner
