@@ -129,7 +129,6 @@ def indexing_rate(scratch: Path, photos: list[Path], rounds: int) -> list[dict[s
     from lookalike import Engine, Settings
 
     variants = {"whole-onnx": Settings(), "localised-onnx": localised_settings()}
-    variants["localised-onnx-one-lane"] = localised_settings()  # images localised one after the other
     variants.update({f"localised-onnx-{size}": localised_settings(size) for size in other_sizes()})
     rates: dict[str, list[float]] = {name: [] for name in variants}
     for round_number in range(rounds):
@@ -137,7 +136,6 @@ def indexing_rate(scratch: Path, photos: list[Path], rounds: int) -> list[dict[s
             path = scratch / f"add-{name}-{round_number}"
             with Engine.create(path, settings) as engine:
                 engine.featurizer.load_models()  # model loading is the cold start's, not the indexing rate's
-                engine.featurizer.parallel_batches = not name.endswith("-one-lane")
                 report = engine.add(photos)
             rates[name].append(report.embedded / report.seconds)
     return [

@@ -82,7 +82,6 @@ class Featurizer:
         self.export = export
         self.may_export = may_export  # export the torch embedder when there is no usable export
         self.concurrent = True  # embed the whole image while the segmenter runs (A/B: benchmarks/latency.py)
-        self.parallel_batches = True  # localise a batch's images on one lane per core (A/B: latency.py)
         self.runtime_note: str | None = None  # why the embedder runs on torch although embed.runtime is "onnx"
         self._export_note = export_note
         self._localizer = localizer
@@ -323,7 +322,7 @@ class Featurizer:
             whole = self._thread_pool().submit(self._timed_embed, images, timer)
         try:
             with timer.stage("localize"):
-                located = self._localize_all(images)
+                located = [self.localizer.localize(image) for image in images]
         finally:
             whole_vectors = whole.result() if whole is not None else None
         if self.mode != "object" and whole_vectors is None:
@@ -336,24 +335,6 @@ class Featurizer:
         from lookalike.embed import l2_normalize
 
         return located, l2_normalize(np.hstack([whole_vectors, cutouts]))
-
-    def _localize_all(self, images: Sequence[Image.Image]) -> list[Any]:
-        """Localise a batch (indexing) on one lane per core: the segmenter's own intra-op threads leave
-        the cores idle between its layers and during the serial pre- and post-processing."""
-        lanes = min(len(images), os.cpu_count() or 1) if self.concurrent and self.parallel_batches else 1
-        if lanes < 2:
-            return [self.localizer.localize(image) for image in images]
-        segmenter = self.localizer.segmenter
-        if hasattr(segmenter, "load"):
-            segmenter.load()  # once, before the lanes share it
-        parts = [self._thread_pool().submit(self._localize_lane, images[lane::lanes]) for lane in range(lanes)]
-        located: list[Any] = [None] * len(images)
-        for lane, part in enumerate(parts):
-            located[lane::lanes] = part.result()
-        return located
-
-    def _localize_lane(self, images: Sequence[Image.Image]) -> list[Any]:
-        return [self.localizer.localize(image) for image in images]
 
     def _timed_embed(self, images: Sequence[Image.Image], timer: Timer) -> np.ndarray:
         with timer.stage("embed"):
