@@ -39,7 +39,12 @@ KS = (1, 5, 10, 20)
 CACHE = Path(os.environ.get("LOOKALIKE_ADAPT_CACHE", ROOT / "benchmarks" / "cache" / "adapt"))
 PARTS = ("catalog", "ablation", "carry", "photos", "eth80", "check")
 # photo->photo: 2,640 images; fewer views keep the views, maps and training near one hour on 2 cores
-PHOTO_CHANGES = {"head.adapt.views": 4, "head.adapt.epochs": 3, "head.adapt.validation_views": 1, "head.adapt.neighbours": 5}
+PHOTO_CHANGES = {
+    "head.adapt.views": 4,
+    "head.adapt.epochs": 3,
+    "head.adapt.validation_views": 1,
+    "head.adapt.neighbours": 5,
+}
 ETH80_CHANGES = {"head.adapt.views": 6, "head.adapt.epochs": 4, "head.adapt.neighbours": 5}
 
 
@@ -164,7 +169,12 @@ class Loader:
 def adapt(ctx: Context, name: str, paths: Sequence[Path], settings: Any, start: Any = None) -> dict[str, Any]:
     """Label-free adaptation on image files, through `lookalike.embed.adapt.fit_adaptation`."""
     from lookalike.embed.adapt import fit_adaptation
+    from lookalike.embed.finetune import BackboneTuning
 
+    saved = CACHE / "tunings" / name.replace(" ", "-")
+    if name in os.environ.get("LOOKALIKE_ADAPT_REUSE", "").split(",") and (saved / "backbone.json").is_file():
+        print(f"{name}: reusing the adaptation saved in {saved} (LOOKALIKE_ADAPT_REUSE): no wall time measured")
+        return {"tuning": BackboneTuning.load(saved), "facts": None, "wall": None, "reused": str(saved)}
     report = progress_printer()
     load_before = load_average()
     started = time.perf_counter()
@@ -174,7 +184,7 @@ def adapt(ctx: Context, name: str, paths: Sequence[Path], settings: Any, start: 
         progress=printer(name), on_maps=lambda d, t: report(f"{name}: views and maps", d, t),
     )  # fmt: skip
     seconds = time.perf_counter() - started
-    tuning.save(CACHE / "tunings" / name.replace(" ", "-"))  # for a later look (benchmarks/cache is git-ignored)
+    tuning.save(saved)  # for a later look, or LOOKALIKE_ADAPT_REUSE (benchmarks/cache is git-ignored)
     timings = facts["timings"]
     print(f"{name}: adapted {len(paths)} images in {seconds:.0f} s ({timings}), best epoch {facts['best_epoch']}")
     return {
@@ -431,8 +441,8 @@ def write(ctx: Context, args: argparse.Namespace) -> None:
     previous = RESULTS / f"{args.name}.json"
     if args.only and previous.is_file():  # a partial run keeps the other parts of the last full one
         payload = {**json.loads(previous.read_text()), **payload}
-    for name in args.merge:  # parts measured by another run (benchmarks/results/<name>.json)
-        other = json.loads((RESULTS / f"{name}.json").read_text())
+    for name in args.merge:  # parts measured by another run: benchmarks/results/<name>.json, or a path
+        other = json.loads((Path(name) if name.endswith(".json") else RESULTS / f"{name}.json").read_text())
         payload.update({key: other[key] for key in ("photo2catalog", "ablation", "carry", "photo2photo", "eth80",
                         "check", "top1_changes") if key in other})  # fmt: skip
     previous.write_text(json.dumps(payload, indent=2, default=float) + "\n")
@@ -460,8 +470,8 @@ def markdown(payload: dict[str, Any]) -> str:
     walls = [
         (k, payload[k].get("adaptation") or payload[k].get("combined")) for k in payload if isinstance(payload[k], dict)
     ]
-    rows = [{"run": k, **{w: wall["wall"][w] for w in ("images", "views", "epochs", "seconds",
-             "seconds_per_1000_images", "load_average_before")}} for k, wall in walls if wall]  # fmt: skip
+    facts = ("images", "views", "epochs", "seconds", "seconds_per_1000_images", "load_average_before")
+    rows = [{"run": k, **{w: wall["wall"][w] for w in facts}} for k, wall in walls if wall and wall["wall"]]
     if rows:
         lines += ["## Wall time\n", _md(rows), ""]
     return "\n".join(lines) + "\n"
