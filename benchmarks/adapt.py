@@ -63,6 +63,7 @@ class Context:
         self.first = tail_start(self.embedder.network(), settings.head.finetune_stages)
         self.results: dict[str, Any] = {}
         self.masks: dict[str, np.ndarray | None] = {}
+        self.part_changes: dict[str, dict[str, Any]] = {}  # --part-set: photos / eth80 settings
 
     def maps(self, name: str, paths: Sequence[Path]) -> np.ndarray:
         """(n, 1, c, h, w) float16 frozen maps of images, cached on disk by name."""
@@ -327,7 +328,8 @@ def _public(adapted: dict[str, Any]) -> dict[str, Any]:
 
 def run_photos(ctx: Context, data: dict[str, Any]) -> None:
     """photo->photo with no labels: the train photos adapted as an unlabelled archive."""
-    settings = ctx.settings.replace(**PHOTO_CHANGES)
+    changes = {**PHOTO_CHANGES, **ctx.part_changes.get("photos", {})}
+    settings = ctx.settings.replace(**changes)
     train = [e.path for e in data["splits"]["train"]]
     train_maps = ctx.maps("grocery-train", train)
     labels = data["labels"]
@@ -343,7 +345,7 @@ def run_photos(ctx: Context, data: dict[str, Any]) -> None:
     adapted = adapt(ctx, "photos", train, settings)
     rows.append({"model": "label-free (self), no labels", **figures(ctx.tail(adapted["tuning"]))})
     print("\ngrocery-store photo->photo, no labels\n" + table(rows, list(rows[0])))
-    ctx.results["photo2photo"] = {"rows": rows, "settings": PHOTO_CHANGES, "adaptation": _public(adapted)}
+    ctx.results["photo2photo"] = {"rows": rows, "settings": changes, "adaptation": _public(adapted)}
 
 
 # -- eth80-dev
@@ -353,7 +355,8 @@ def run_eth80(ctx: Context) -> None:
     from lookalike.evaluate.datasets import eth80
 
     dataset = eth80(require("eth80-dev"))
-    settings = ctx.settings.replace(**ETH80_CHANGES)
+    changes = {**ETH80_CHANGES, **ctx.part_changes.get("eth80", {})}
+    settings = ctx.settings.replace(**changes)
     gallery = [e.path for e in dataset.gallery]
     q_maps = ctx.maps("eth80-queries", [e.path for e in dataset.queries])
     g_maps = ctx.maps("eth80-gallery", gallery)
@@ -366,7 +369,7 @@ def run_eth80(ctx: Context) -> None:
         tail = ctx.tail(tuning)
         rows.append({"model": model, **retrieval(vectors(tail, q_maps), q_labels, vectors(tail, g_maps), g_labels)})
     print("\neth80-dev cross-view instance retrieval\n" + table(rows, list(rows[0])))
-    ctx.results["eth80"] = {"rows": rows, "settings": ETH80_CHANGES, "adaptation": _public(adapted)}
+    ctx.results["eth80"] = {"rows": rows, "settings": changes, "adaptation": _public(adapted)}
 
 
 # -- agreement with the engine, and grids
@@ -492,6 +495,12 @@ def main() -> None:
     parser.add_argument("--name", default="adapt", help="results file name: benchmarks/results/<name>.json and .md")
     parser.add_argument("--merge", nargs="*", default=[], help="copy the parts of these results files into this one")
     parser.add_argument("--set", action="append", default=[], help="a setting, e.g. --set head.adapt.views=16")
+    parser.add_argument(
+        "--part-set",
+        action="append",
+        default=[],
+        help="a setting for one part only, over its own changes: photos:head.adapt.views=3",
+    )
     args = parser.parse_args()
 
     import torch
@@ -501,6 +510,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     changes = {"head.kind": "self", **{k: json.loads(v) for k, v in (a.split("=", 1) for a in args.set)}}
     ctx = Context(Settings().replace(**changes))
+    for given in args.part_set:
+        part, assignment = given.split(":", 1)
+        key, value = assignment.split("=", 1)
+        ctx.part_changes.setdefault(part, {})[key] = json.loads(value)
     if os.environ.get("LOOKALIKE_ADAPT_CACHE_VIEWS"):  # experiments that change training settings only
         cache_views()
     parts = args.only or list(PARTS)
