@@ -142,7 +142,7 @@ def test_registry_and_settings() -> None:
     with pytest.raises(UnknownNameError, match="expected one of: linear, mlp, pca, supervised"):
         create_transform("lda")
     lda = Settings().replace(**{"head.kind": "lda"})  # a kind registered later may be named in settings...
-    with pytest.raises(UnknownNameError, match="expected one of: finetune, linear, mlp, pca, supervised"):
+    with pytest.raises(UnknownNameError, match="expected one of: finetune, self, linear, mlp, pca, supervised"):
         check_kind(lda.head.kind)  # ...and is checked against the registry when training starts
     with pytest.raises(SettingsError, match=r"head.dim = 64 is larger than the input's 24 features"):
         create_transform("pca", HeadSettings(dim=64)).fit(clusters(0)[0])
