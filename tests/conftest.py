@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
+# Under pytest-xdist the workers share the cores: torch's OpenMP teams, one per core in each worker,
+# fought over them (the suite took 8:14 on 2 cores, 4:47 with one thread per worker). Set before
+# anything imports torch; an OMP_NUM_THREADS given by the caller is kept.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import shutil
 from pathlib import Path
 from typing import Any
