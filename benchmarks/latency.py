@@ -14,7 +14,8 @@ machine's load hits them alike:
 3. one image through the embedder alone on one intra-op thread, onnxruntime against torch;
 4. indexing rate: `Engine.add` of grocery-store photos (240 evenly spaced train photos from the
    shared data; the sample catalogue when it is absent) into a fresh index, whole-image and
-   localised at each segmenter size, rounds interleaved; images per second, median of the rounds.
+   localised with each segmenter (precision, size, runtime), rounds interleaved; images per second,
+   median of the rounds.
 
 Prints tables and writes `benchmarks/results/latency.json` and `latency.md`, with the load average
 before and after (figures from a busy machine are not comparable). `--quick` is a smoke run.
@@ -40,7 +41,13 @@ import numpy as np
 from _common import RESULTS, ROOT, machine, save, table
 
 TARGETS = {"cold_wall_s": 1.5, "localised_p50_ms": 100.0, "localised_p95_ms": 130.0, "localised_index_per_s": 15.0}
-OTHER_SIZES = (224, 192, 160)  # segmenter input sizes measured beside the default
+# segmenters measured beside the default ("auto": bf16 at 320 px where OpenVINO computes bf16, else fp32 at
+# 224): name -> localize settings; "-ort" runs on onnxruntime (the default before OpenVINO), others on OpenVINO
+OTHER_SEGMENTERS: dict[str, dict[str, Any]] = {
+    "fp32-224": {"localize.precision": "fp32", "localize.input_size": 224},
+    "fp32-224-ort": {"localize.precision": "fp32", "localize.input_size": 224, "localize.runtime": "onnx"},
+    "bf16-224": {"localize.precision": "bf16", "localize.input_size": 224},
+}
 
 CHILD = """
 import io, json, sys, time
@@ -67,24 +74,30 @@ def sample_folder() -> Path:
     raise SystemExit("no sample catalogue found")
 
 
-def localised_settings(size: int | None = None) -> Any:
+def localised_settings(segmenter: str | None = None) -> Any:
     from lookalike import Settings
 
     changes: dict[str, Any] = {"localize.enabled": True, "localize.features": "both"}
-    if size is not None:
-        changes["localize.input_size"] = size
+    changes.update(OTHER_SEGMENTERS[segmenter] if segmenter else {})
     return Settings().replace(**changes)
 
 
-def other_sizes() -> list[int]:
+def default_segmenter() -> str:
+    """The default's precision-size on this machine, as the index records it."""
+    from lookalike.localize import resolve_settings
     from lookalike.settings import LocalizeSettings
 
-    return [size for size in OTHER_SIZES if size != LocalizeSettings().input_size]
+    resolved = resolve_settings(LocalizeSettings())
+    return f"{resolved.precision}-{resolved.input_size}"
+
+
+def other_segmenters() -> list[str]:
+    return [name for name in OTHER_SEGMENTERS if name != default_segmenter()]
 
 
 def build_indexes(scratch: Path, samples: Path) -> dict[str, Path]:
-    """{"whole-onnx", "whole-torch", "localised-onnx", "localised-torch", "localised-onnx-<size>"...}:
-    index folders; the localised ones without a size use the default segmenter size."""
+    """{"whole-onnx", "whole-torch", "localised-onnx", "localised-torch", "localised-onnx-<segmenter>"...}:
+    index folders; the localised ones without a segmenter name use the default segmenter."""
     import shutil
 
     from lookalike import Engine, Settings
@@ -100,10 +113,10 @@ def build_indexes(scratch: Path, samples: Path) -> dict[str, Path]:
         saved["embed"]["runtime"] = "torch"
         (torch_copy / "settings.json").write_text(json.dumps(saved, indent=2))
         made[f"{mode}-onnx"], made[f"{mode}-torch"] = path, torch_copy
-    # other segmenter sizes: eth80-dev mask IoU and grocery retrieval per size in docs/speed.md
-    for size in other_sizes():
-        path = scratch / f"localised-onnx-{size}"
-        with Engine.create(path, localised_settings(size)) as engine:
+    # other segmenters: eth80-dev mask IoU and grocery retrieval of each in docs/localisation.md and speed.md
+    for segmenter in other_segmenters():
+        path = scratch / f"localised-onnx-{segmenter}"
+        with Engine.create(path, localised_settings(segmenter)) as engine:
             engine.add([samples / "catalog"])
         made[path.name] = path
     return made
@@ -129,7 +142,7 @@ def indexing_rate(scratch: Path, photos: list[Path], rounds: int) -> list[dict[s
     from lookalike import Engine, Settings
 
     variants = {"whole-onnx": Settings(), "localised-onnx": localised_settings()}
-    variants.update({f"localised-onnx-{size}": localised_settings(size) for size in other_sizes()})
+    variants.update({f"localised-onnx-{name}": localised_settings(name) for name in other_segmenters()})
     rates: dict[str, list[float]] = {name: [] for name in variants}
     for round_number in range(rounds):
         for name, settings in variants.items():
@@ -196,7 +209,7 @@ def warm_queries(indexes: dict[str, Path], queries: list[Path], rounds: int) -> 
         ("localised-onnx-sequential", "localised-onnx", False),
         ("localised-torch", "localised-torch", True),
     ]
-    variants[4:4] = [(f"localised-onnx-{size}", f"localised-onnx-{size}", True) for size in other_sizes()]
+    variants[4:4] = [(f"localised-onnx-{name}", f"localised-onnx-{name}", True) for name in other_segmenters()]
     engines = {name: Engine.open(indexes[name]) for name in {index for _, index, _ in variants}}
     for engine in engines.values():
         for query in queries[:3]:  # warm-up: models and the vector index load here
@@ -289,7 +302,12 @@ def markdown(payload: dict[str, Any]) -> str:
     lines += ["| variant | images/s | rounds |", "|---|---|---|"]
     for r in payload["indexing"]["rows"]:
         lines.append(f"| {r['variant']} | {r['images_per_s']:.1f} | {r['rounds']} |")
-    lines += ["", f"Targets (issue 19): {payload['targets']}", ""]
+    lines += ["", f"Targets (issue 19): {payload['targets']}"]
+    lines += [
+        "",
+        f"The localised variants without a segmenter name run the default: {payload['default_segmenter']}.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -325,6 +343,7 @@ def main() -> None:
         "load_before": load_before,
         "load_after": [round(x, 2) for x in os.getloadavg()],
         "targets": TARGETS,
+        "default_segmenter": default_segmenter(),
         "cold": cold,
         "warm": warm,
         "single_image": single,

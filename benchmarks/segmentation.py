@@ -1,4 +1,4 @@
-"""Mask quality and speed of the localisation stage, per speed configuration (input size, fp32/int8).
+"""Mask quality and speed of the localisation stage, per speed configuration (input size, runtime, precision).
 
 - eth80-dev: IoU of the predicted main-object mask against the ground truth, without and with
   matting, on every `--step`-th image of the 1,640 (sorted by path; step 8 = 205 images, about
@@ -13,7 +13,7 @@
   the matting step's p50 over the eth80 images. The 2-core CPU may be shared with other work:
   the best time is the figure to compare with the budget, and the load average is recorded.
 
-Usage: .venv/bin/python benchmarks/segmentation.py [--step 8] [--configs fp32-320,int8-224]
+Usage: .venv/bin/python benchmarks/segmentation.py [--step 8] [--configs fp32-320,int8-224,bf16-320]
 Writes benchmarks/results/segmentation.json (`--name` picks another file) and prints a table.
 """
 
@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parents[1].parent / "shared/data/eth80-dev"
 SAMPLES = sample_dir()
 REFERENCE = "fp32-320"
-CONFIGS = "fp32-320,fp32-256,fp32-224,fp32-192,fp32-160,int8-256,int8-224"
+CONFIGS = "fp32-320,fp32-256,fp32-224,fp32-192,fp32-160,int8-256,int8-224,ov32-224,bf16-224,bf16-256,bf16-320"
 MATTING = "fp32-224"
 PACKAGED = ("Milk", "Juice", "Oatghurt")
 
@@ -77,10 +77,20 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def settings_for(config: str) -> LocalizeSettings:
-    """Settings for a configuration named like fp32-224 or int8-224, optionally -t1 (one thread)."""
+    """Settings for a configuration named like fp32-224, optionally -t1 (one thread).
+
+    fp32 and int8 run with onnxruntime; ov32 (fp32) and bf16 with OpenVINO.
+    """
     precision, size, *threads = config.split("-")
     count = int(threads[0][1:]) if threads else None
-    return LocalizeSettings(input_size=int(size), quantize=precision == "int8", threads=count)
+    runtime = "openvino" if precision in ("ov32", "bf16") else "onnx"
+    return LocalizeSettings(
+        input_size=int(size),
+        quantize=precision == "int8",
+        threads=count,
+        runtime=runtime,
+        precision="bf16" if precision == "bf16" else "fp32",
+    )
 
 
 def quality(values: list[float]) -> dict[str, float]:

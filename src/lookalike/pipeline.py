@@ -107,7 +107,7 @@ class Engine:
         `options` are `open`'s (lock_timeout, on_wait).
         """
         path = Path(path)
-        settings = _with_backend_defaults(settings or Settings(), path)
+        settings = _with_defaults(settings or Settings(), path)
         if model_from is not None:
             from lookalike.carry import model_settings
 
@@ -174,7 +174,7 @@ class Engine:
         path = Path(path)
         if (path / SETTINGS_FILE).exists():
             engine = cls.open(path, **options)
-            if settings is not None and _with_backend_defaults(settings, path) != engine.settings:
+            if settings is not None and _with_defaults(settings, path, like=engine.settings) != engine.settings:
                 engine.close()
                 raise SettingsError(
                     f"{path}: the index was built with other settings; rebuild it (CLI: --rebuild) to change them"
@@ -1074,6 +1074,18 @@ def _index_files_present(path: Path) -> bool:
     except (OSError, ValueError, AttributeError):
         backend = "faiss"  # an unreadable settings file is reported when it is read
     return backend != "faiss" or (path / DATABASE_FILE).is_file()
+
+
+def _with_defaults(settings: Settings, path: Path, like: Settings | None = None) -> Settings:
+    """`settings` with what "auto" and the backend leave open made concrete, as the index will save them:
+    the segmenter's precision and input size (those of `like`, an existing index's settings, when given)."""
+    settings = _with_backend_defaults(settings, path)
+    if not settings.localize.enabled:
+        return settings
+    from lookalike.localize import resolve_settings
+
+    localize = resolve_settings(settings.localize, like.localize if like is not None else None)
+    return settings.replace(**{"localize.precision": localize.precision, "localize.input_size": localize.input_size})
 
 
 def _with_backend_defaults(settings: Settings, path: Path) -> Settings:

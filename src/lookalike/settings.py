@@ -49,10 +49,17 @@ class LocalizeSettings:
     enabled: bool = False
     model: str = "u2netp"
     model_path: str | None = None  # an ONNX segmenter from a local path
-    # u2netp's native 320 costs ~2x the time of 224 for the same eth80 IoU (benchmarks/segmentation.py)
-    input_size: int = 224
+    # None: 320 (the native size) in bf16, 224 in fp32, where 320 costs ~2x the time for the same eth80 IoU
+    # (benchmarks/segmentation.py); fixed in the index's settings when the index is made
+    input_size: int | None = None
     quantize: bool = False  # int8 (static, cached in ~/.cache/lookalike): ~1.6x faster, masks visibly worse
-    threads: int | None = None  # onnxruntime intra-op threads; None = onnxruntime's default
+    threads: int | None = None  # the runtime's intra-op threads; None = the runtime's default (one per core)
+    # which runtime runs the segmenter: "auto" = OpenVINO when installed (faster on x86), else onnxruntime.
+    # fp32 masks agree across runtimes to rounding, so the runtime is not part of an index's fingerprint.
+    runtime: Literal["auto", "onnx", "openvino"] = "auto"
+    # "bf16" (OpenVINO): bfloat16 arithmetic, 4-5x faster on CPUs with AMX (docs/localisation.md); "auto":
+    # bf16 where OpenVINO computes it natively, else fp32, fixed in the index's settings when it is made
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     threshold: float = 0.5  # saliency above this is object
     min_object_fraction: float = 0.01  # smaller masks mean "no salient object": use the whole image
     keep_main_object: bool = True  # largest component plus parts attached to it
@@ -68,8 +75,31 @@ class LocalizeSettings:
     features: Literal["object", "both", "whole"] = "both"
 
     def validate(self) -> None:
-        _check(self.input_size >= 64, f"localize.input_size must be >= 64, got {self.input_size}")
+        size = self.input_size
+        _check(
+            size is None or size >= 64, f"localize.input_size must be >= 64, got {size} (None: set by the precision)"
+        )
         _check(self.threads is None or self.threads >= 1, f"localize.threads must be >= 1 or None, got {self.threads}")
+        _check(
+            self.runtime in ("auto", "onnx", "openvino"),
+            f"localize.runtime must be 'auto', 'onnx' (onnxruntime) or 'openvino', got {self.runtime!r}",
+        )
+        _check(
+            self.precision in ("auto", "fp32", "bf16"),
+            f"localize.precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}",
+        )
+        _check(
+            not (self.quantize and self.precision == "bf16"),
+            "localize.quantize (int8) and localize.precision 'bf16' exclude each other: choose one",
+        )
+        _check(
+            not (self.quantize and self.runtime == "openvino"),
+            "localize.quantize runs its int8 model with onnxruntime: set localize.runtime to 'auto' or 'onnx'",
+        )
+        _check(
+            not (self.precision == "bf16" and self.runtime == "onnx"),
+            "localize.precision 'bf16' runs with OpenVINO: set localize.runtime to 'auto' or 'openvino'",
+        )
         _check(0.0 < self.threshold < 1.0, f"localize.threshold must be in (0, 1), got {self.threshold}")
         fraction = self.min_object_fraction
         _check(0.0 <= fraction < 1.0, f"localize.min_object_fraction must be in [0, 1), got {fraction}")
@@ -454,6 +484,9 @@ class Settings:
             raise SettingsError(f"settings version {version} is not supported (expected {SETTINGS_VERSION})")
         if isinstance(data.get("rerank"), dict):
             data["rerank"] = _nest_legacy_rerank(data["rerank"])
+        if isinstance(data.get("localize"), dict) and "quantize" in data["localize"]:
+            # a whole localize section saved before `precision` existed: its segmenter ran in fp32
+            data["localize"] = {"precision": "fp32", **data["localize"]}
         return _build(cls, data, "settings")
 
     def to_json(self, path: str | Path) -> None:

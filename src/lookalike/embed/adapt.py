@@ -182,8 +182,11 @@ def read_backgrounds(folder: str | Path | None) -> list[np.ndarray]:
 def segmenter_masks(localizer: Any) -> Segment:
     """`segment(image)` from a `lookalike.localize.Localizer`: the main object's mask, None when none is found."""
 
+    if not localizer.settings.matting:
+        return localizer.object_mask  # the mask alone: no cut-out or silhouette to make
+
     def segment(image: Image.Image) -> np.ndarray | None:
-        found = localizer.localize(image)
+        found = localizer.localize(image)  # matting refines the mask
         return found.mask if found.found else None
 
     return segment
@@ -464,24 +467,14 @@ def _measure(
 
 
 def adapt_on_files(
-    pristine: Any,
-    paths: Sequence[str],
-    settings: HeadSettings,
-    *,
-    start: BackboneTuning | None = None,
-    segment: Segment | None = None,
-    progress: EpochCallback | None = None,
-    on_maps: Callable[[int, int], None] | None = None,
-    measure: BackboneTuning | None = None,
+    pristine: Any, paths: Sequence[str], settings: HeadSettings, **options: Any
 ) -> tuple[BackboneTuning, Any, SelfTuner]:
-    """`fit_adaptation` on image files; returns the tuning, its `EmbeddingReport` and the tuner."""
+    """`fit_adaptation` on image files (`options`: its keywords); returns the tuning, its
+    `EmbeddingReport` and the tuner."""
     from lookalike.embed.train import EmbeddingReport
     from lookalike.io.images import load_image
 
-    tuning, facts, tuner = fit_adaptation(
-        pristine, lambda row: load_image(paths[row]), len(paths), settings,
-        start=start, segment=segment, progress=progress, on_maps=on_maps, measure=measure,
-    )  # fmt: skip
+    tuning, facts, tuner = fit_adaptation(pristine, lambda row: load_image(paths[row]), len(paths), settings, **options)
     report = EmbeddingReport(
         kind="self", fingerprint=tuning.fingerprint(), dim=pristine.dim, n_images=len(paths), **facts
     )

@@ -271,12 +271,11 @@ def judge(
     report.current = current
     if report.after is None or current is None:
         report.kept = force
-        why = _unmeasured_reason(report)
+        why, fix = _unmeasured(report)
         report.verdict = (
             f"installed unchecked (--force): {why}"
             if force
-            else f"not installed: {why}; {in_use} stays. {_unmeasured_fix(report)}, or install it unchecked "
-            "with --force"
+            else f"not installed: {why}; {in_use} stays. {fix}, or install it unchecked with --force"
         )
         return
     where, metric = measured_on
@@ -294,20 +293,22 @@ def judge(
         )
 
 
-def _unmeasured_reason(report: EmbeddingReport) -> str:
+def _unmeasured(report: EmbeddingReport) -> tuple[str, str]:
+    """Why a new embedding could not be compared with the one in use, and what makes it comparable."""
     if report.kind == "self" and report.after is None:
-        return "no validation views were made to measure it (head.adapt.validation_views = 0)"
+        return (
+            "no validation views were made to measure it (head.adapt.validation_views = 0)",
+            "Make validation views (--set head.adapt.validation_views=2)",
+        )
     if report.kind == "self":
-        return "the embedding in use cannot be measured on the validation views (a learned transform, or another tail)"
-    return "no products could be held out to measure it (too few products with 2+ images)"
-
-
-def _unmeasured_fix(report: EmbeddingReport) -> str:
-    if report.kind == "self" and report.after is None:
-        return "Make validation views (--set head.adapt.validation_views=2)"
-    if report.kind == "self":
-        return "Remove the learned embedding first (--remove), or start from it (--set head.adapt.start=current)"
-    return "Hold some out (--set head.validation_fraction=0.3, or finer product ids: --items CSV)"
+        return (
+            "the embedding in use cannot be measured on the validation views (a learned transform, or another tail)",
+            "Remove the learned embedding first (--remove), or start from it (--set head.adapt.start=current)",
+        )
+    return (
+        "no products could be held out to measure it (too few products with 2+ images)",
+        "Hold some out (--set head.validation_fraction=0.3, or finer product ids: --items CSV)",
+    )
 
 
 def report_from(transform: VectorTransform, facts: dict[str, Any], n_images: int, seconds: float) -> EmbeddingReport:

@@ -1,7 +1,7 @@
-"""Salient-object localisation: segmentation (ONNX), main object, matting, white cut-out, silhouettes.
+"""Salient-object localisation: segmentation (ONNX models), main object, matting, white cut-out, silhouettes.
 
 `Localizer(settings).localize(image)` is the entry point. Importing this package does not import
-onnxruntime or pymatting: the segmenter's session and the matting code load on first use.
+onnxruntime, OpenVINO or pymatting: the segmenter's runtime and the matting code load on first use.
 """
 
 from lookalike.localize import u2net as _u2net  # noqa: F401  (registers the built-in segmenters)
@@ -11,6 +11,7 @@ from lookalike.localize.base import (
     available_segmenters,
     create_segmenter,
     register_segmenter,
+    resolve_settings,
 )
 from lookalike.localize.localizer import Localization, Localizer
 from lookalike.localize.mask import select_main_object
@@ -25,6 +26,7 @@ __all__ = [
     "create_segmenter",
     "pack_silhouette",
     "register_segmenter",
+    "resolve_settings",
     "select_main_object",
     "silhouette_iou",
     "unpack_silhouette",

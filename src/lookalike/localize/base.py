@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -51,7 +52,31 @@ def create_segmenter(settings: LocalizeSettings, *, cache_dir: str | Path | None
     `cache_dir` is where derived models (int8 quantised) are written; None = the user cache
     (`$LOOKALIKE_CACHE_DIR`, else `$XDG_CACHE_HOME/lookalike`, else `~/.cache/lookalike`).
     """
+    settings = resolve_settings(settings)
     return SEGMENTERS.get(settings.model)(settings, cache_dir=cache_dir)
+
+
+def resolve_settings(settings: LocalizeSettings, like: LocalizeSettings | None = None) -> LocalizeSettings:
+    """`settings` with "auto" precision and input size made concrete: those of `like` (the settings an
+    index was built with) when given, else bf16 at 320 px where OpenVINO computes bf16 natively on this
+    CPU (AMX or AVX512-BF16) and the runtime allows it, fp32 at 224 px elsewhere."""
+    precision, size = settings.precision, settings.input_size
+    if precision == "auto":
+        precision = like.precision if like is not None else _machine_precision(settings)
+    if size is None:
+        size = like.input_size if like is not None else None
+        size = size if size is not None else (320 if precision == "bf16" else 224)
+    if (precision, size) == (settings.precision, settings.input_size):
+        return settings
+    return dataclasses.replace(settings, precision=precision, input_size=size)
+
+
+def _machine_precision(settings: LocalizeSettings) -> str:
+    if settings.quantize or settings.runtime == "onnx":
+        return "fp32"
+    from lookalike.localize.openvino import cpu_computes_bf16
+
+    return "bf16" if cpu_computes_bf16() else "fp32"
 
 
 def available_segmenters() -> list[str]:

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike.io.images import to_rgb
-from lookalike.localize.base import Segmenter, create_segmenter
+from lookalike.localize.base import Segmenter, create_segmenter, resolve_settings
 from lookalike.localize.cutout import extract
 from lookalike.localize.mask import Box, binarize, mask_box, select_main_object
 from lookalike.localize.silhouette import make_silhouette, pack_silhouette, unpack_silhouette
@@ -58,7 +58,7 @@ class Localizer:
         segmenter: Segmenter | None = None,
         cache_dir: str | Path | None = None,
     ) -> None:
-        self.settings = settings if settings is not None else LocalizeSettings()
+        self.settings = resolve_settings(settings if settings is not None else LocalizeSettings())
         self.settings.validate()
         self.cache_dir = cache_dir
         self._segmenter = segmenter
@@ -78,6 +78,13 @@ class Localizer:
             f"|matting={int(s.matting)}:{s.matting_size}:{s.trimap_fraction:g}|margin={s.margin:g}"
             f"|sil={s.silhouette_size}"
         )
+
+    def object_mask(self, image: Image.Image) -> np.ndarray | None:
+        """The main object's (h, w) bool mask, None when no salient object is found: `localize`'s mask
+        without matting, cut-out or silhouette."""
+        saliency = self.segmenter.predict(to_rgb(image))
+        mask = self._object_mask(saliency.saliency)
+        return None if self._missing_reason(saliency.peak, mask) is not None else mask
 
     def localize(self, image: Image.Image) -> Localization:
         """Segment `image`, keep its main object, refine the edge if asked, cut it out on white."""

