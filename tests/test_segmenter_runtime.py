@@ -102,6 +102,12 @@ def test_an_index_records_the_precision_it_was_made_with(tmp_path: Path) -> None
         assert made.precision in ("fp32", "bf16") and made.input_size in (224, 320)
     saved = json.loads((tmp_path / "a.index" / "settings.json").read_text())["localize"]
     assert (saved["precision"], saved["input_size"]) == (made.precision, made.input_size)
+    from typer.testing import CliRunner
+
+    from lookalike.cli import app
+
+    shown = CliRunner().invoke(app, ["info", "--index", str(tmp_path / "a.index")])
+    assert f"u2netp {made.precision} at {made.input_size} px" in shown.output, shown.output
     # the same "auto" settings open it; explicit other ones are refused
     with Engine.open_or_create(tmp_path / "a.index", settings) as engine:
         assert engine.settings.localize == made

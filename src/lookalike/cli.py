@@ -494,7 +494,8 @@ def info_lines(facts: dict[str, Any]) -> list[tuple[str, str]]:
         ("tuning", tuning_line(facts.get("embedder"), facts.get("head"))),
         (
             "localisation",
-            f"on ({localize['model']}, {localize['features']} features)"
+            f"on ({localize['model']} {localize.get('precision', 'fp32')} at {localize['input_size']} px, "
+            f"{localize['features']} features)"
             if localize["enabled"]
             else "off (whole photos; --localize when building the index to cut the product out)",
         ),
