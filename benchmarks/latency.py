@@ -41,12 +41,13 @@ import numpy as np
 from _common import RESULTS, ROOT, machine, save, table
 
 TARGETS = {"cold_wall_s": 1.5, "localised_p50_ms": 100.0, "localised_p95_ms": 130.0, "localised_index_per_s": 15.0}
-# segmenters measured beside the default ("auto": bf16 at 320 px where OpenVINO computes bf16, else fp32 at
-# 224): name -> localize settings; "-ort" runs on onnxruntime (the default before OpenVINO), others on OpenVINO
+# segmenters measured beside the default ("auto": bf16 where OpenVINO computes bf16, else fp32; 224 px):
+# name -> localize settings; "-ort" runs on onnxruntime (the default before OpenVINO), others on OpenVINO
 OTHER_SEGMENTERS: dict[str, dict[str, Any]] = {
     "fp32-224": {"localize.precision": "fp32", "localize.input_size": 224},
     "fp32-224-ort": {"localize.precision": "fp32", "localize.input_size": 224, "localize.runtime": "onnx"},
     "bf16-224": {"localize.precision": "bf16", "localize.input_size": 224},
+    "bf16-320": {"localize.precision": "bf16", "localize.input_size": 320},
 }
 
 CHILD = """

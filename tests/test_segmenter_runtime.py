@@ -62,16 +62,12 @@ def test_bf16_mask_covers_the_milk_carton_and_excludes_the_background(size: int)
     assert "|bf16|" in localizer.fingerprint() and "|fp32|" in fp32.fingerprint()
 
 
-def test_auto_precision_follows_the_cpu_and_sets_the_input_size() -> None:
+def test_auto_precision_follows_the_cpu() -> None:
     resolved = resolve_settings(LocalizeSettings())
-    if cpu_computes_bf16():
-        assert (resolved.precision, resolved.input_size) == ("bf16", 320)
-    else:
-        assert (resolved.precision, resolved.input_size) == ("fp32", 224)
+    assert resolved.precision == ("bf16" if cpu_computes_bf16() else "fp32") and resolved.input_size == 224
     assert resolve_settings(LocalizeSettings(runtime="onnx")).precision == "fp32"
     assert resolve_settings(LocalizeSettings(quantize=True)).precision == "fp32"
-    assert resolve_settings(LocalizeSettings(input_size=192)).input_size == 192
-    built = LocalizeSettings(precision="fp32", input_size=256)
+    built = LocalizeSettings(precision="fp32")
     assert resolve_settings(LocalizeSettings(), like=built) == built  # an index's own choice wins
     assert Localizer().settings == resolved
 
@@ -90,7 +86,6 @@ def test_runtime_and_precision_are_checked() -> None:
 def test_settings_saved_before_precision_existed_read_as_fp32() -> None:
     saved = Settings().to_dict()
     del saved["localize"]["precision"], saved["localize"]["runtime"]
-    saved["localize"]["input_size"] = 224
     assert Settings.from_dict(saved).localize.precision == "fp32"
     assert Settings.from_dict({"localize": {"enabled": True}}).localize.precision == "auto"  # a user's file
 
@@ -99,9 +94,8 @@ def test_an_index_records_the_precision_it_was_made_with(tmp_path: Path) -> None
     settings = Settings().replace(**{"localize.enabled": True, "localize.features": "whole"})
     with Engine.create(tmp_path / "a.index", settings) as engine:
         made = engine.settings.localize
-        assert made.precision in ("fp32", "bf16") and made.input_size in (224, 320)
-    saved = json.loads((tmp_path / "a.index" / "settings.json").read_text())["localize"]
-    assert (saved["precision"], saved["input_size"]) == (made.precision, made.input_size)
+        assert made.precision == ("bf16" if cpu_computes_bf16() else "fp32")
+    assert json.loads((tmp_path / "a.index" / "settings.json").read_text())["localize"]["precision"] == made.precision
     from typer.testing import CliRunner
 
     from lookalike.cli import app

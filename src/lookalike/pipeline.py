@@ -1078,14 +1078,14 @@ def _index_files_present(path: Path) -> bool:
 
 def _with_defaults(settings: Settings, path: Path, like: Settings | None = None) -> Settings:
     """`settings` with what "auto" and the backend leave open made concrete, as the index will save them:
-    the segmenter's precision and input size (those of `like`, an existing index's settings, when given)."""
+    the segmenter's precision (that of `like`, an existing index's settings, when given)."""
     settings = _with_backend_defaults(settings, path)
     if not settings.localize.enabled:
         return settings
     from lookalike.localize import resolve_settings
 
     localize = resolve_settings(settings.localize, like.localize if like is not None else None)
-    return settings.replace(**{"localize.precision": localize.precision, "localize.input_size": localize.input_size})
+    return settings.replace(**{"localize.precision": localize.precision})
 
 
 def _with_backend_defaults(settings: Settings, path: Path) -> Settings:

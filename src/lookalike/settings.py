@@ -49,15 +49,15 @@ class LocalizeSettings:
     enabled: bool = False
     model: str = "u2netp"
     model_path: str | None = None  # an ONNX segmenter from a local path
-    # None: 320 (the native size) in bf16, 224 in fp32, where 320 costs ~2x the time for the same eth80 IoU
-    # (benchmarks/segmentation.py); fixed in the index's settings when the index is made
-    input_size: int | None = None
+    # u2netp's native 320 costs ~2x the time of 224 for the same eth80 IoU, and retrieved no better
+    # (benchmarks/segmentation.py, docs/localisation.md)
+    input_size: int = 224
     quantize: bool = False  # int8 (static, cached in ~/.cache/lookalike): ~1.6x faster, masks visibly worse
     threads: int | None = None  # the runtime's intra-op threads; None = the runtime's default (one per core)
     # which runtime runs the segmenter: "auto" = OpenVINO when installed (faster on x86), else onnxruntime.
     # fp32 masks agree across runtimes to rounding, so the runtime is not part of an index's fingerprint.
     runtime: Literal["auto", "onnx", "openvino"] = "auto"
-    # "bf16" (OpenVINO): bfloat16 arithmetic, 4-5x faster on CPUs with AMX (docs/localisation.md); "auto":
+    # "bf16" (OpenVINO): bfloat16 arithmetic, 3-4x faster on CPUs with AMX (docs/localisation.md); "auto":
     # bf16 where OpenVINO computes it natively, else fp32, fixed in the index's settings when it is made
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     threshold: float = 0.5  # saliency above this is object
@@ -75,10 +75,7 @@ class LocalizeSettings:
     features: Literal["object", "both", "whole"] = "both"
 
     def validate(self) -> None:
-        size = self.input_size
-        _check(
-            size is None or size >= 64, f"localize.input_size must be >= 64, got {size} (None: set by the precision)"
-        )
+        _check(self.input_size >= 64, f"localize.input_size must be >= 64, got {self.input_size}")
         _check(self.threads is None or self.threads >= 1, f"localize.threads must be >= 1 or None, got {self.threads}")
         _check(
             self.runtime in ("auto", "onnx", "openvino"),

@@ -57,18 +57,13 @@ def create_segmenter(settings: LocalizeSettings, *, cache_dir: str | Path | None
 
 
 def resolve_settings(settings: LocalizeSettings, like: LocalizeSettings | None = None) -> LocalizeSettings:
-    """`settings` with "auto" precision and input size made concrete: those of `like` (the settings an
-    index was built with) when given, else bf16 at 320 px where OpenVINO computes bf16 natively on this
-    CPU (AMX or AVX512-BF16) and the runtime allows it, fp32 at 224 px elsewhere."""
-    precision, size = settings.precision, settings.input_size
-    if precision == "auto":
-        precision = like.precision if like is not None else _machine_precision(settings)
-    if size is None:
-        size = like.input_size if like is not None else None
-        size = size if size is not None else (320 if precision == "bf16" else 224)
-    if (precision, size) == (settings.precision, settings.input_size):
+    """`settings` with an "auto" precision made concrete: `like`'s (the settings an index was built
+    with) when given, else bf16 where OpenVINO computes bf16 natively on this CPU (AMX or
+    AVX512-BF16) and the runtime allows it, fp32 elsewhere."""
+    if settings.precision != "auto":
         return settings
-    return dataclasses.replace(settings, precision=precision, input_size=size)
+    precision = like.precision if like is not None else _machine_precision(settings)
+    return dataclasses.replace(settings, precision=precision)
 
 
 def _machine_precision(settings: LocalizeSettings) -> str:
