@@ -127,3 +127,17 @@ def test_one_openvino_segmenter_serves_threads_at_once() -> None:
     for got in answers.values():
         for a, b in zip(expected, got, strict=True):
             assert np.abs(a - b).max() < 1e-5
+
+
+def test_a_cpu_without_bf16_runs_fp32_says_so_and_defaults_to_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lookalike.localize import openvino
+
+    monkeypatch.setattr(openvino, "_bf16_capable", lambda core: False)
+    assert resolve_settings(LocalizeSettings()).precision == "fp32"
+    with pytest.warns(RuntimeWarning, match="no bf16 arithmetic: OpenVINO runs the segmenter in fp32"):
+        segmenter = create_segmenter(LocalizeSettings(precision="bf16"))
+        saliency = segmenter.predict(Image.open(MILK).convert("RGB")).saliency
+    assert segmenter._run.precision == "fp32"  # type: ignore[attr-defined]
+    expected = create_segmenter(LocalizeSettings(precision="fp32")).predict(Image.open(MILK).convert("RGB"))
+    assert np.abs(saliency - expected.saliency).max() < 1e-3
+    assert segmenter.fingerprint().endswith("|bf16")  # the index's request is what it records

@@ -35,9 +35,17 @@ class OpenVinoRunner:
         if len(model.inputs) != 1 or model.inputs[0].get_partial_shape().rank.get_length() != 4:
             raise SettingsError(f"an OpenVINO segmenter must take one (n, 3, h, w) input, got {model.inputs}")
         model.reshape([1, 3, size, size])  # static shapes let OpenVINO fold the resize arithmetic away
+        self.precision = "bf16" if precision == "bf16" and _bf16_capable(core) else "fp32"
+        if precision == "bf16" and self.precision != "bf16":
+            warnings.warn(
+                "localize.precision is bf16 but this CPU has no bf16 arithmetic: OpenVINO runs the segmenter in "
+                "fp32; masks may differ slightly from those of a bf16 machine",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         config: dict[str, Any] = {
             "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+            "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32",
             # the embedder runs beside the segmenter on the same cores: no thread may claim a core for itself
             "ENABLE_CPU_PINNING": False,
         }
@@ -46,15 +54,6 @@ class OpenVinoRunner:
         if cache_dir is not None:
             config["CACHE_DIR"] = str(cache_dir / "openvino")
         self.compiled = core.compile_model(model, "CPU", config)
-        computed = self.compiled.get_property("INFERENCE_PRECISION_HINT")
-        self.precision = "bf16" if computed == ov.Type.bf16 else "fp32" if computed == ov.Type.f32 else str(computed)
-        if precision == "bf16" and self.precision != "bf16":
-            warnings.warn(
-                f"localize.precision is bf16 but this CPU has no bf16 arithmetic: OpenVINO runs the segmenter in "
-                f"{self.precision}; masks may differ slightly from those of a bf16 machine",
-                RuntimeWarning,
-                stacklevel=2,
-            )
         self._output = self.compiled.outputs[0]
         self._local = threading.local()
 
@@ -67,9 +66,13 @@ class OpenVinoRunner:
 
 
 def cpu_computes_bf16() -> bool:
-    """Whether OpenVINO's CPU plugin runs bf16 natively here (AVX512-BF16 or AMX); elsewhere it falls back to fp32."""
+    """Whether OpenVINO's CPU plugin runs bf16 natively here (AVX512-BF16 or AMX)."""
     if not openvino_available():
         return False
     import openvino as ov
 
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return _bf16_capable(ov.Core())
+
+
+def _bf16_capable(core: Any) -> bool:
+    return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
