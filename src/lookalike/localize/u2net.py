@@ -101,7 +101,7 @@ class OnnxSegmenter:
         return self._run is not None
 
     def load(self) -> OnnxSegmenter:
-        """Create the onnxruntime session now (it is otherwise made on the first image)."""
+        """Open the runtime's session (onnxruntime, or OpenVINO's compiled model) now, not on the first image."""
         self._loaded()
         return self
 
