@@ -6,7 +6,10 @@ grocery-store (all 2,485 test photos are the queries, relevant = same product):
   carry     the model-carry route: the backbone fine-tuned with product ids on the 2,640 train photos
             (`--kind finetune`), searched against the catalogue; and both routes combined: that model
             adapted label-free on the catalogue (`head.adapt.start=current`);
+  pseudo    the catalogue adapted label-free, then pseudo-label rounds on the 2,640 train photos used as an
+            unlabelled archive (`--photos`; their product ids are never read);
   photos    photo->photo with no labels at all: the 2,640 train photos, an unlabelled archive, adapted;
+            each model also with the engine's label-free re-rankers (query expansion, diffusion);
 eth80-dev (eth80): cross-view instance retrieval (queries: the 66-degree ring), the gallery adapted.
 
 How it measures: only the tail of the network changes, so the frozen stages' maps of every query
@@ -37,7 +40,7 @@ from _common import RESULTS, ROOT, machine, progress_printer, require, table
 
 KS = (1, 5, 10, 20)
 CACHE = Path(os.environ.get("LOOKALIKE_ADAPT_CACHE", ROOT / "benchmarks" / "cache" / "adapt"))
-PARTS = ("catalog", "ablation", "carry", "photos", "eth80", "check")
+PARTS = ("catalog", "ablation", "carry", "pseudo", "photos", "eth80", "check")
 # photo->photo: 2,640 images; fewer views keep the views, maps and training near one hour on 2 cores
 PHOTO_CHANGES = {
     "head.adapt.views": 4,
@@ -45,6 +48,7 @@ PHOTO_CHANGES = {
     "head.adapt.validation_views": 1,
     "head.adapt.neighbours": 5,
 }
+PHOTO_RERANKERS = ("qe", "diffusion")  # label-free re-ranking, also measured on photo->photo
 ETH80_CHANGES = {"head.adapt.views": 6, "head.adapt.epochs": 4, "head.adapt.neighbours": 5}
 
 
@@ -83,6 +87,20 @@ class Context:
         np.save(file, np.concatenate(chunks))
         return np.load(file)[:, None]
 
+    def mirrored_maps(self, name: str, paths: Sequence[Path]) -> np.ndarray:
+        """(n, 2, c, h, w) float16 frozen maps of images and their mirrors (what fine-tuning trains on), cached."""
+        from lookalike.embed.finetune import images_maps
+        from lookalike.io.images import load_image
+
+        file = CACHE / f"{name}-mirrored-{self.embedder.name}-b{self.first}.npy"
+        if not file.is_file():
+            report = progress_printer()
+            maps = images_maps(self.embedder, lambda a, b: [load_image(p) for p in paths[a:b]], len(paths), self.first,
+                               lambda d, t: report(f"mirrored maps of {name}", d, t))  # fmt: skip
+            CACHE.mkdir(parents=True, exist_ok=True)
+            np.save(file, maps)
+        return np.load(file, mmap_mode="r")
+
     def tail(self, tuning: Any = None) -> Any:
         """The tail of the pretrained network, or of `tuning`."""
         from lookalike.embed.finetune import _tail_module, apply_tuning
@@ -112,6 +130,45 @@ def retrieval(queries: np.ndarray, q_labels: np.ndarray, gallery: np.ndarray, g_
     relevances = list(g_labels[order] == q_labels[:, None])
     report = retrieval_report(relevances, count_relevant(q_labels, g_labels), ks=KS)
     return {"mAP": report.map, **{f"R@{k}": report.recall_at_k[k] for k in KS}}
+
+
+def reranked(
+    queries: np.ndarray, q_labels: np.ndarray, gallery: np.ndarray, g_labels: np.ndarray, chain: Sequence[str]
+) -> dict:
+    """`retrieval` after the engine's re-rankers `chain` (lookalike.rerank, default settings) re-score
+    each query's top candidates, as `Engine.search` applies them to an index holding `gallery`."""
+    import tempfile
+
+    from lookalike.evaluate.metrics import count_relevant, retrieval_report
+    from lookalike.rerank import Candidate, QueryData, apply_chain, create_reranker
+    from lookalike.settings import Settings
+
+    rerankers, store = [create_reranker(name, Settings()) for name in chain], _Vectors(gallery)
+    with tempfile.TemporaryDirectory(prefix="lookalike-rerank-") as folder:
+        for reranker in rerankers:
+            if reranker.needs.catalogue:  # e.g. the diffusion matrix, built from the stored vectors
+                reranker.refresh(store, gallery.shape[1], Path(folder), 0)
+    scores = queries @ gallery.T
+    order = np.argsort(-scores, axis=1, kind="stable")
+    for row, query in enumerate(queries):
+        candidates = [Candidate(int(i), float(scores[row, i]), {"vector": float(scores[row, i])}) for i in order[row]]
+        order[row] = [c.id for c in apply_chain(rerankers, QueryData(query, {}, store, gallery.shape[1]), candidates)]
+    relevances = list(g_labels[order] == q_labels[:, None])
+    report = retrieval_report(relevances, count_relevant(q_labels, g_labels), ks=KS)
+    return {"mAP": report.map, **{f"R@{k}": report.recall_at_k[k] for k in KS}}
+
+
+class _Vectors:
+    """What re-rankers read of a MetadataStore (vectors by id, all vectors), over an array."""
+
+    def __init__(self, vectors: np.ndarray) -> None:
+        self._vectors = vectors
+
+    def vectors_of(self, ids: Sequence[int], dim: int) -> dict[int, np.ndarray]:
+        return {i: self._vectors[i] for i in ids}
+
+    def vectors(self, dim: int) -> Any:
+        yield np.arange(len(self._vectors)), self._vectors, [None] * len(self._vectors)
 
 
 def load_average() -> str:
@@ -322,6 +379,45 @@ def run_carry(ctx: Context, data: dict[str, Any]) -> None:
     changed_grids(ctx, data, pretrained["scores"], after["scores"], ("pretrained", "carry+self"))
 
 
+def run_pseudo(ctx: Context, data: dict[str, Any]) -> None:
+    """The catalogue adapted label-free, then pseudo-labels on the 2,640 train photos as an unlabelled
+    archive (their product ids are never read): `train-embedding --kind self --photos DIR`."""
+    from lookalike.embed.adapt import fit_pseudo_labels
+
+    iconic = [e.path for e in data["splits"]["iconic"]]
+    catalog = ctx.results.get("_catalog")
+    teacher = catalog["tuning"] if catalog else adapt(ctx, "all on", iconic, ctx.settings)["tuning"]
+    photo_maps = ctx.mirrored_maps("grocery-train", [e.path for e in data["splits"]["train"]])
+    catalogue_maps = ctx.mirrored_maps("grocery-iconic", iconic)
+    rows = [
+        {
+            "model": "label-free on the catalogue (the teacher)",
+            **catalog_route(ctx, data, ctx.settings, teacher)["figures"],
+        }
+    ]
+
+    def measured(number: int, tuning: Any) -> None:
+        rows.append(
+            {"model": f"+ pseudo-labels, round {number}", **catalog_route(ctx, data, ctx.settings, tuning)["figures"]}
+        )
+        print(table(rows[-1:], list(rows[-1])), flush=True)
+
+    started, load_before = time.perf_counter(), load_average()
+    tuning, rounds = fit_pseudo_labels(ctx.embedder, teacher, catalogue_maps, photo_maps, ctx.settings.head,
+                                       printer("pseudo"), on_round=measured)  # fmt: skip
+    seconds = time.perf_counter() - started
+    print("\nphoto->catalogue with pseudo-labels on unlabelled photos\n" + table(rows, list(rows[0])))
+    ctx.results["pseudo"] = {
+        "rows": rows, "rounds": rounds, "settings": _settings(ctx.settings)["head"]["adapt"],
+        "wall": {"photos": len(photo_maps), "seconds_rounds_and_measuring": seconds, "load_average_before": load_before,
+                 "load_average_after": load_average()},
+    }  # fmt: skip
+    after = catalog_route(ctx, data, ctx.settings, tuning)
+    changed_grids(
+        ctx, data, catalog_route(ctx, data, ctx.settings)["scores"], after["scores"], ("pretrained", "pseudo")
+    )
+
+
 def _public(adapted: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in adapted.items() if key != "tuning"}
 
@@ -335,15 +431,18 @@ def run_photos(ctx: Context, data: dict[str, Any]) -> None:
     labels = data["labels"]
     pretrained = ctx.tail()
 
-    def figures(tail: Any) -> dict[str, float]:
-        return retrieval(
-            vectors(tail, data["maps"]["test"]), labels["test"], vectors(tail, train_maps), labels["train"]
-        )
+    def figures(tail: Any, name: str) -> list[dict[str, Any]]:
+        queries, gallery = vectors(tail, data["maps"]["test"]), vectors(tail, train_maps)
+        plain = [{"model": name, **retrieval(queries, labels["test"], gallery, labels["train"])}]
+        return plain + [  # the engine's label-free re-rankers, at their default settings
+            {"model": f"{name} + {chain}", **reranked(queries, labels["test"], gallery, labels["train"], (chain,))}
+            for chain in PHOTO_RERANKERS
+        ]
 
-    rows = [{"model": "pretrained", **figures(pretrained)}]
+    rows = figures(pretrained, "pretrained")
     print(table(rows, list(rows[0])), flush=True)
     adapted = adapt(ctx, "photos", train, settings)
-    rows.append({"model": "label-free (self), no labels", **figures(ctx.tail(adapted["tuning"]))})
+    rows += figures(ctx.tail(adapted["tuning"]), "label-free (self), no labels")
     print("\ngrocery-store photo->photo, no labels\n" + table(rows, list(rows[0])))
     ctx.results["photo2photo"] = {"rows": rows, "settings": changes, "adaptation": _public(adapted)}
 
@@ -446,8 +545,8 @@ def write(ctx: Context, args: argparse.Namespace) -> None:
         payload = {**json.loads(previous.read_text()), **payload}
     for name in args.merge:  # parts measured by another run: benchmarks/results/<name>.json, or a path
         other = json.loads((Path(name) if name.endswith(".json") else RESULTS / f"{name}.json").read_text())
-        payload.update({key: other[key] for key in ("photo2catalog", "ablation", "carry", "photo2photo", "eth80",
-                        "check", "top1_changes") if key in other})  # fmt: skip
+        payload.update({key: other[key] for key in ("photo2catalog", "ablation", "carry", "pseudo", "photo2photo",
+                        "eth80", "check", "top1_changes") if key in other})  # fmt: skip
     previous.write_text(json.dumps(payload, indent=2, default=float) + "\n")
     (RESULTS / f"{args.name}.md").write_text(markdown(payload))
     print(f"\nsaved {previous} and {args.name}.md")
@@ -464,6 +563,7 @@ def markdown(payload: dict[str, Any]) -> str:
              f"load average at the end {payload['load_average']} (2 cores shared).\n"]  # fmt: skip
     for key, title in (("photo2catalog", "grocery-store photo->catalogue (2,485 queries, 81 iconic images)"),
                        ("carry", "photo->catalogue: model-carry route and combined"),
+                       ("pseudo", "photo->catalogue: label-free, then pseudo-labels on 2,640 unlabelled photos"),
                        ("photo2photo", "grocery-store photo->photo, no labels (2,485 queries, 2,640 photos)"),
                        ("eth80", "eth80-dev cross-view instance retrieval")):  # fmt: skip
         if key in payload:
@@ -522,8 +622,8 @@ def main() -> None:
         if part == "eth80":
             run_eth80(ctx)
         else:
-            {"catalog": run_catalog, "ablation": run_ablation, "carry": run_carry, "photos": run_photos,
-             "check": run_check}[part](ctx, data)  # fmt: skip
+            {"catalog": run_catalog, "ablation": run_ablation, "carry": run_carry, "pseudo": run_pseudo,
+             "photos": run_photos, "check": run_check}[part](ctx, data)  # fmt: skip
         write(ctx, args)
 
 

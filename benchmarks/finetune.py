@@ -14,6 +14,7 @@ instances 4-5 from a classifier trained on instances 1-3.
 
 Writes benchmarks/results/finetune[-<model>].json and prints tables.
 Usage: python benchmarks/finetune.py [--model efficientnet-lite2] [--only grocery|eth80] [--set head.key=value]
+                                     [--name finetune-lite2-260]
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from _common import progress_printer, require, save, table
+from _common import ROOT, progress_printer, require, save, table
 
 KS = (1, 5, 10, 20)
 LOGREG_C = (0.1, 1.0, 10.0)
+CACHE = ROOT / "benchmarks" / "cache"
 
 
 def build(path: Path, entries: list[Any], settings: Any) -> Any:
@@ -81,6 +83,7 @@ def retrieval(queries: np.ndarray, q_labels: np.ndarray, gallery: np.ndarray, g_
 
 
 def classify(train: tuple, val: tuple | None, test: tuple, level: str) -> list[dict[str, Any]]:
+    """Test accuracy of the paper's MLP head, logistic regression and the nearest neighbour's label."""
     from lookalike.classify import create_classifier
     from lookalike.evaluate.metrics import classification_report
     from lookalike.settings import ClassifySettings
@@ -93,8 +96,11 @@ def classify(train: tuple, val: tuple | None, test: tuple, level: str) -> list[d
     else:
         c, best = fitted[1]
     candidates.append((f"logreg (C={c})", best))
-    for name, model in candidates:
-        report = classification_report(test[1], model.predict(test[0]), labels=model.classes_)
+    predictions = [(name, model.predict(test[0]), model.classes_) for name, model in candidates]
+    nearest = train[1][np.argmax(test[0] @ train[0].T, axis=1)]  # the label of the nearest catalogue photo
+    predictions.append(("1-NN", nearest, np.unique(train[1])))
+    for name, predicted, classes in predictions:
+        report = classification_report(test[1], predicted, labels=classes)
         rows.append(
             {
                 "labels": level,
@@ -108,7 +114,7 @@ def classify(train: tuple, val: tuple | None, test: tuple, level: str) -> list[d
     return rows
 
 
-def grocery(settings: Any, work: Path) -> dict[str, Any]:
+def grocery(settings: Any, work: Path, name: str) -> dict[str, Any]:
     from lookalike.evaluate.datasets import grocery_store_entries
 
     root = require("grocery-store")
@@ -126,6 +132,9 @@ def grocery(settings: Any, work: Path) -> dict[str, Any]:
     ]
     print("\ngrocery-store photo->photo, all 2,485 test queries against the 2,640 train images")
     print(table(rows, list(rows[0])), flush=True)
+    CACHE.mkdir(parents=True, exist_ok=True)  # for classifier experiments without fine-tuning again
+    np.savez(CACHE / f"finetune-{name}-grocery.npz", **vectors, **{f"fine_{s}": fine[s] for s in fine},
+             **{f"coarse_{s}": coarse[s] for s in coarse})  # fmt: skip
     classification = []
     for level, labels in (("fine", fine), ("coarse", coarse)):
         data = {s: (vectors[s], labels[s]) for s in ("train", "val", "test")}
@@ -166,7 +175,10 @@ def main() -> None:
     parser.add_argument("--model", default="efficientnet-lite0")
     parser.add_argument("--only", choices=["grocery", "eth80"], default=None)
     parser.add_argument("--set", action="append", default=[], help="a setting, e.g. --set head.finetune_epochs=6")
+    parser.add_argument("--name", default=None, help="results file name (default: finetune[-<model>])")
     args = parser.parse_args()
+    short = args.model.removeprefix("efficientnet-")
+    name = args.name or ("finetune" if short == "lite0" else f"finetune-{short}")
 
     from lookalike.settings import Settings
 
@@ -176,10 +188,9 @@ def main() -> None:
     results: dict[str, Any] = {"settings": settings.to_dict()}
     with tempfile.TemporaryDirectory(prefix="lookalike-finetune-") as folder:
         if args.only in (None, "grocery"):
-            results["grocery"] = grocery(settings, Path(folder))
+            results["grocery"] = grocery(settings, Path(folder), name)
         if args.only in (None, "eth80"):
             results["eth80"] = eth80_dev(settings, Path(folder))
-    name = "finetune" if args.model == "efficientnet-lite0" else f"finetune-{args.model.removeprefix('efficientnet-')}"
     print(f"\nsaved {save(name, results)}")
 
 

@@ -223,9 +223,10 @@ def test_evaluation_runs_both_routes_and_shows_the_top1_changes(samples: Path, t
         for row in csv.DictReader(source):
             writer.writerow([str(samples / row["path"]), row["item"], row["category"], split[row["split"]]])
     quick = {"head.finetune_epochs": 1, "head.finetune_stages": 1, "head.adapt.views": 2, "head.adapt.epochs": 1,
-             "head.adapt.background": 0, "head.adapt.pile": 0}  # fmt: skip
+             "head.adapt.background": 0, "head.adapt.pile": 0, "head.adapt.pseudo_rounds": 1,
+             "head.adapt.pseudo_epochs": 1}  # fmt: skip
     configs = [create_config("baseline")]
-    for name in ("self", "carry", "carry-self"):
+    for name in ("self", "carry", "carry-self", "self-photos"):
         preset = create_config(name)
         configs.append(Config(name, preset.settings.replace(**quick), preset.search, preset.prepare))
     evaluation = run(manifest, configs, limit=6, latency_queries=0, samples=2, out=tmp_path / "out",
@@ -234,6 +235,8 @@ def test_evaluation_runs_both_routes_and_shows_the_top1_changes(samples: Path, t
     assert results["self"].training["train_embedding"]["kind"] == "self"
     assert results["carry"].training["carry_model"]["n_training_images"] == 60
     assert results["carry-self"].training["train_embedding"]["kind"] == "self"
+    rounds = results["self-photos"].training["adapt_with_photos"]["rounds"]
+    assert len(rounds) == 1 and rounds[0]["photos"] == 60 and rounds[0]["photos_kept"] > 0
     assert len(list((tmp_path / "work").glob("carry-*.index"))) == 1  # both carrying configurations share the model
     for name in ("self", "carry", "carry-self"):
         changes = results[name].top1_changes
@@ -272,3 +275,75 @@ def test_a_large_view_cache_is_memory_mapped(monkeypatch: pytest.MonkeyPatch) ->
     cache = adapt._allocate((2, 3, 4, 5, 5))
     cache[1, 2] = 1.5
     assert isinstance(cache, np.memmap) and float(cache.sum()) == 1.5 * 100 and cache.dtype == np.float16
+
+
+# -- unlabelled photos: pseudo-labels
+
+
+def test_each_catalogue_image_keeps_its_clearest_photos() -> None:
+    from lookalike.embed.adapt import most_confident, nearest_with_margin
+
+    catalogue = np.eye(3, dtype=np.float32)
+    photos = np.array([[1, 0, 0], [0.9, 0.44, 0], [0.6, 0.8, 0], [0.8, 0.6, 0], [0, 0, 1]], np.float32)
+    assigned, margin = nearest_with_margin(photos, catalogue)
+    assert assigned.tolist() == [0, 0, 1, 0, 2]
+    assert margin == pytest.approx([1.0, 0.46, 0.2, 0.2, 1.0])
+    assert most_confident(assigned, margin, 2).tolist() == [0, 1, 2, 4]  # image 0 keeps its 2 clearest of 3
+    assert most_confident(assigned, margin, 1).tolist() == [0, 2, 4]
+
+
+@pytest.fixture(scope="module")
+def pseudo(samples: Path, sample_queries: list[Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The 10 studio images indexed and adapted, with the 60 catalogue photos as an unlabelled archive."""
+    path = tmp_path_factory.mktemp("pseudo") / "studio.index"
+    quick = replace(FAST, adapt=replace(FAST.adapt, pseudo_rounds=2, pseudo_per_image=4, pseudo_epochs=2))
+    photos = sorted((samples / "catalog").rglob("*.jpg"))
+    with Engine.create(path, Settings()) as engine:
+        engine.add([samples / "iconic"])
+        before = {photo.name: _rank(engine, photo) for photo in sample_queries}
+        stages: set[str] = set()
+        report = engine.train_embedding(quick, photos=photos, on_stage=lambda s, d, t: stages.add(s), force=True)
+        after = {photo.name: _rank(engine, photo) for photo in sample_queries}
+        count = len(engine)
+    return {"path": path, "report": report, "stages": stages, "before": before, "after": after, "count": count,
+            "photos": len(photos)}  # fmt: skip
+
+
+def test_pseudo_labels_train_on_the_photos_without_indexing_them(pseudo: dict) -> None:
+    report = pseudo["report"]
+    assert pseudo["after"][KNOWN_PHOTO] < pseudo["before"][KNOWN_PHOTO]  # a photo the pretrained model ranks 3rd
+    assert [r["round"] for r in report.rounds] == [1, 2] and report.kept
+    first, second = report.rounds
+    assert first["photos"] == pseudo["photos"] == 60 and first["photos_changed"] is None
+    assert 0 < first["photos_kept"] <= 4 * 10 and first["catalogue_images_with_photos"] <= 10
+    assert 0 <= second["photos_changed"] <= 60
+    assert "2 round(s) of pseudo-labels on 60 unlabelled photos" in report.verdict
+    assert {"photos' frozen maps", "catalogue frozen maps"} <= pseudo["stages"]
+    assert pseudo["count"] == 10  # the photos taught the backbone; only the catalogue is indexed
+    tuning = BackboneTuning.load(pseudo["path"] / TUNING_DIR)
+    assert tuning.fingerprint() == report.fingerprint
+
+
+def test_unusable_photos_are_refused_and_the_index_is_left_as_it_was(
+    samples: Path, tmp_path: Path, sample_queries: list[Path]
+) -> None:
+    from lookalike.errors import ImageError
+
+    quick = replace(FAST, finetune_stages=1, adapt=AdaptSettings(views=2, epochs=1, validation_views=1, background=0,
+                    pile=0, pseudo_rounds=1, pseudo_epochs=1))  # fmt: skip
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg at all")
+    with Engine.create(tmp_path / "studio.index", Settings()) as engine:
+        engine.add([samples / "iconic"])
+        before = engine.search(sample_queries[0], k=3)
+        with pytest.raises(ImageError, match=r"missing\.jpg.*no such file.*nothing was trained"):
+            engine.train_embedding(quick, photos=[sample_queries[0], tmp_path / "missing.jpg"])
+        with pytest.raises(ImageError, match=r"broken\.jpg"):
+            engine.train_embedding(quick, photos=[sample_queries[0], broken], force=True)
+        with pytest.raises(LookalikeError, match="photos are used by label-free adaptation only"):
+            engine.train_embedding(replace(quick, kind="finetune"), photos=[sample_queries[0]])
+        assert not (engine.path / TUNING_DIR).exists()
+        assert [h.id for h in engine.search(sample_queries[0], k=3)] == [h.id for h in before]
+    result = CliRunner().invoke(app, ["train-embedding", "--index", str(tmp_path / "studio.index"), "--kind", "self",
+                                      "--photos", str(tmp_path / "nowhere")])  # fmt: skip
+    assert result.exit_code != 0 and "--photos" in result.output and "not a folder" in result.output

@@ -682,6 +682,13 @@ def train_embedding(
         Path | None,
         typer.Option(help="--kind self: a folder of your own background photos (shop shelves) to paste products onto."),
     ] = None,
+    photos: Annotated[
+        Path | None,
+        typer.Option(
+            help="--kind self: a folder of unlabelled photos of the catalogue's products (a photo archive, past "
+            "queries; not indexed): pseudo-labels fine-tune the backbone on them after the adaptation."
+        ),
+    ] = None,
     settings_file: Annotated[Path | None, typer.Option("--settings", help="Settings JSON (its head section).")] = None,
     assign: Annotated[list[str] | None, typer.Option("--set", help="Any head setting: head.sos_weight=0.5")] = None,
     remove: Annotated[bool, typer.Option("--remove", help="Drop the learned transform: back to raw vectors.")] = False,
@@ -715,6 +722,7 @@ def train_embedding(
         key = {"finetune": "head.finetune_epochs", "self": "head.adapt.epochs"}.get(head.kind, "head.max_epochs")
         head = build_settings(settings_file, assign or [], **named, **{key: epochs}).head
     products = {stored_path(e.path): e.item for e in read_manifest(items) if e.item} if items else None
+    photo_files = _photo_files(photos) if photos is not None else None
     with Engine.open(index_path, **lock_options(wait, timeout)) as engine:
         if remove:
             removed = engine.remove_embedding()
@@ -727,12 +735,24 @@ def train_embedding(
 
         with bar:
             report = engine.train_embedding(
-                head, items=products, progress=_epoch_printer(), on_stage=stage, force=force
+                head, items=products, progress=_epoch_printer(), on_stage=stage, force=force, photos=photo_files
             )
     if as_json:
         sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
         return
     _print_embedding_report(report)
+
+
+def _photo_files(folder: Path) -> list[str]:
+    """The image files under `folder` (`train-embedding --photos`), or an error saying what is wrong."""
+    from lookalike.io.catalog import scan_folder
+
+    if not folder.is_dir():
+        raise LookalikeError(f"--photos {folder}: not a folder; expected a folder of photos of your products")
+    files = [str(entry.path) for entry in scan_folder(folder)]
+    if not files:
+        raise LookalikeError(f"--photos {folder}: no images found in it")
+    return files
 
 
 def _epoch_printer() -> Callable[[int, int, dict[str, Any]], None]:
@@ -772,6 +792,14 @@ def _print_embedding_report(report: Any) -> None:
         errors.print("no validation views (head.adapt.validation_views = 0): no before/after figures")
     else:
         errors.print("no products held out (too few): no before/after figures; pass --set head.validation_fraction")
+    if report.rounds:
+        columns = ["round", "photos kept", "catalogue images", "photos changed product", "seconds"]
+        rows = [
+            [str(r["round"]), str(r["photos_kept"]), str(r["catalogue_images_with_photos"]),
+             "-" if r["photos_changed"] is None else str(r["photos_changed"]), f"{r['seconds']:.0f}"]
+            for r in report.rounds
+        ]  # fmt: skip
+        console.print(_rows_table("pseudo-labels on your photos (the fewer change, the more settled)", columns, rows))
     refit = ", then again on every product" if report.refit else ""
     what = (
         f"{report.n_train_images} images, each its own class (no labels)"

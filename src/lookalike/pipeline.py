@@ -540,6 +540,7 @@ class Engine:
         progress: Callable[[int, int, dict[str, Any]], None] | None = None,
         on_stage: StageCallback | None = None,
         force: bool = False,
+        photos: Sequence[str | Path] | None = None,
     ) -> EmbeddingReport:
         """Learn the index's own embedding from its products, then re-embed the index with it if it helps.
 
@@ -556,16 +557,25 @@ class Engine:
         products beats the embedding the index uses now (`report.current`), or with `force=True`;
         otherwise the index is left as it was. `report.kept` and `report.verdict` say which and why;
         `report.warnings` notes product ids that cover few of the indexed images.
+
+        `photos` (kind "self" only): unlabelled photos of the catalogue's products, e.g. a shop's photo
+        archive or past queries; they are not indexed. After the adaptation, rounds of pseudo-labels
+        (`head.adapt.pseudo_*`, `lookalike.embed.adapt.fit_pseudo_labels`) fine-tune the backbone on the
+        photos each catalogue image recognises most clearly; `report.rounds` has each round's facts.
         """
         from lookalike.embed import train
 
         settings = settings or self.settings.head
         train.check_kind(settings.kind)
+        if photos and settings.kind != "self":
+            raise LookalikeError(
+                f"photos are used by label-free adaptation only (kind 'self'), not by kind {settings.kind!r}"
+            )
         with self._writing(f"training an embedding ({settings.kind})"):
             if settings.kind == "finetune":
                 return self._fine_tune(settings, items, progress, on_stage, force)
             if settings.kind == "self":
-                return self._adapt(settings, progress, on_stage, force)
+                return self._adapt(settings, progress, on_stage, force, _checked_photos(photos or ()))
             started = time.perf_counter()
             featurizer = self.featurizer
             ids, raw = train.raw_vectors(self.store, self._dim, featurizer.raw_dim, featurizer.transform is not None)
@@ -699,9 +709,11 @@ class Engine:
         progress: Callable[..., None] | None,
         on_stage: StageCallback | None,
         force: bool,
+        photos: list[str],
     ) -> EmbeddingReport:
         """`train_embedding` with kind "self": label-free adaptation of the backbone's last stages to
-        the catalogue's own images (see `lookalike.embed.adapt`), then re-embed."""
+        the catalogue's own images (see `lookalike.embed.adapt`), pseudo-labels on `photos` when
+        there are any, then re-embed."""
         from lookalike.embed import adapt, train
 
         started = time.perf_counter()
@@ -723,10 +735,50 @@ class Engine:
         in_use = featurizer.tuning is not None or featurizer.transform is not None
         label = "the current learned embedding" if in_use else "the pretrained vectors"
         train.judge(report, current, label, force, ("fresh augmented views of the catalogue", "validation-view mAP"))
+        if report.kept and photos:
+            tuning = self._pseudo_labels(tuning, paths, photos, settings, report, progress, on_stage)
         if report.kept:
             self._reembed(featurizer.with_tuning(tuning), train.head_meta(report), on_stage)
         report.seconds = time.perf_counter() - started
         return report
+
+    def _pseudo_labels(
+        self,
+        adapted: Any,
+        paths: list[str],
+        photos: list[str],
+        settings: HeadSettings,
+        report: EmbeddingReport,
+        progress: Callable[..., None] | None,
+        on_stage: StageCallback | None,
+    ) -> Any:
+        """The adapted tuning refined by pseudo-label rounds on `photos`; fills the report's rounds.
+        An unreadable photo raises an `ImageError` naming it before anything is installed."""
+        from lookalike.embed import adapt
+        from lookalike.embed.finetune import images_maps, tail_start
+        from lookalike.io.images import load_image
+
+        started = time.perf_counter()
+        pristine = self.featurizer.pristine_embedder()
+        first = tail_start(pristine.network(), settings.finetune_stages)
+
+        def maps_of(files: list[str], stage: str) -> np.ndarray:
+            done = None if on_stage is None else (lambda d, t: on_stage(stage, d, t))
+            return images_maps(pristine, lambda a, b: [load_image(f) for f in files[a:b]], len(files), first, done)
+
+        photo_maps, catalogue_maps = maps_of(photos, "photos' frozen maps"), maps_of(paths, "catalogue frozen maps")
+        tuning, report.rounds = adapt.fit_pseudo_labels(
+            pristine, adapted, catalogue_maps, photo_maps, settings, progress
+        )
+        report.fingerprint = tuning.fingerprint()
+        report.timings["pseudo_labels"] = time.perf_counter() - started
+        last = report.rounds[-1]
+        report.verdict += (
+            f" Then {len(report.rounds)} round(s) of pseudo-labels on {len(photos)} unlabelled photos: the last kept "
+            f"{last['photos_kept']}, for {last['catalogue_images_with_photos']} catalogue images (not measurable "
+            "without labels; `lookalike evaluate` measures it on labelled photos)."
+        )
+        return tuning
 
     def _adaptation_start(self, settings: HeadSettings) -> Any:
         """The tuning label-free adaptation starts from: None (the pretrained backbone) or the index's own."""
@@ -1159,3 +1211,15 @@ def _modified_at(path: Path) -> str | None:
 
 def _folder_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _checked_photos(photos: Iterable[str | Path]) -> list[str]:
+    """`train_embedding`'s photos as paths, refused before any training when one cannot be opened."""
+    from lookalike.io.images import path_problem
+
+    checked = [str(photo) for photo in photos]
+    for photo in checked:
+        problem = path_problem(Path(photo))
+        if problem is not None:
+            raise ImageError(photo, f"{problem} (one of the photos given to learn from; nothing was trained)")
+    return checked

@@ -350,8 +350,17 @@ class AdaptSettings:
     pile: float = 0.5  # else, chance of a pile: copies of the cut-out object filling the view, as in a crate
     background_dir: str | None = None  # your own background photos (shop shelves), besides the defaults
     flip: bool = True  # mirror half of the views
+    # unlabelled photos of the catalogue's products (`train-embedding --kind self --photos DIR`): after the
+    # adaptation, each round gives every photo its nearest catalogue image as product id, keeps each catalogue
+    # image's most confident photos, and fine-tunes the tail on them and the catalogue (lookalike.embed.adapt)
+    pseudo_rounds: int = 3
+    pseudo_per_image: int = 20  # photos kept per catalogue image, the most confident first
+    pseudo_epochs: int = 4  # fine-tuning epochs per round (head.finetune_* settings otherwise)
 
     def validate(self) -> None:
+        _check(self.pseudo_rounds >= 1, f"head.adapt.pseudo_rounds must be >= 1, got {self.pseudo_rounds}")
+        _check(self.pseudo_per_image >= 1, f"head.adapt.pseudo_per_image must be >= 1, got {self.pseudo_per_image}")
+        _check(self.pseudo_epochs >= 1, f"head.adapt.pseudo_epochs must be >= 1, got {self.pseudo_epochs}")
         _check(self.views >= 2, f"head.adapt.views must be >= 2 (the image and one augmented view), got {self.views}")
         _check(self.epochs >= 0, f"head.adapt.epochs must be >= 0, got {self.epochs}")
         _check(self.lr > 0.0, f"head.adapt.lr must be > 0, got {self.lr}")

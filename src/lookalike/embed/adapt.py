@@ -479,3 +479,88 @@ def adapt_on_files(
         kind="self", fingerprint=tuning.fingerprint(), dim=pristine.dim, n_images=len(paths), **facts
     )
     return tuning, report, tuner
+
+
+# -- unlabelled photos of the catalogue's products: pseudo-labels
+
+
+def fit_pseudo_labels(
+    pristine: Any,
+    teacher: BackboneTuning,
+    catalogue_maps: np.ndarray,
+    photo_maps: np.ndarray,
+    settings: HeadSettings,
+    progress: EpochCallback | None = None,
+    on_round: Callable[[int, BackboneTuning], None] | None = None,
+) -> tuple[BackboneTuning, list[dict[str, Any]]]:
+    """Self-training on unlabelled photos of the catalogue's products (a shop's photo archive, past queries).
+
+    `catalogue_maps` and `photo_maps` are frozen maps (n, 2, c, h, w: each image and its mirror, from
+    `lookalike.embed.finetune.images_maps`) of the pretrained network. Each of `adapt.pseudo_rounds`
+    rounds gives every photo its nearest catalogue image (by `teacher`, the label-free adaptation, then
+    by the previous round's model) as its product id, keeps for each catalogue image the
+    `adapt.pseudo_per_image` photos whose nearest image is the clearest (the widest margin over the
+    second nearest), and fine-tunes the tail from the pretrained weights, as `--kind finetune` does, on
+    those photos and the catalogue images themselves, each with its own id. Returns the last round's
+    tuning and each round's facts; with no labels, what they can say is how many photos were kept and
+    how many changed product since the round before (a round that changes few has converged).
+    `on_round(number, tuning)` sees each round's model."""
+    from dataclasses import replace
+
+    from lookalike.embed.finetune import fit_tuning
+
+    first = tail_start(pristine.network(), settings.finetune_stages)
+    if teacher.first_block < first:
+        raise LookalikeError(
+            f"pseudo-labels: the adapted backbone tunes from block {teacher.first_block} but the photos' maps "
+            f"start at block {first}; use the same head.finetune_stages for both"
+        )
+    own = settings.adapt
+    head = replace(settings, kind="finetune", validation_fraction=0.0, finetune_epochs=own.pseudo_epochs)
+    ids = np.array([f"catalogue image {row}" for row in range(len(catalogue_maps))])
+    tuning, rounds, previous = teacher, [], None
+    for number in range(1, own.pseudo_rounds + 1):
+        started = time.perf_counter()
+        tail = _tail_of(pristine, tuning, first)
+        assigned, margin = nearest_with_margin(tail_vectors(tail, photo_maps), tail_vectors(tail, catalogue_maps))
+        kept = most_confident(assigned, margin, own.pseudo_per_image)
+        maps = np.concatenate([photo_maps[kept], catalogue_maps])
+        tuning, _ = fit_tuning(pristine, maps, [*ids[assigned[kept]], *ids], head, progress)
+        del maps
+        rounds.append({
+            "round": number, "photos": len(photo_maps), "photos_kept": len(kept),
+            "catalogue_images_with_photos": len(set(assigned[kept].tolist())),
+            "photos_changed": None if previous is None else int((assigned != previous).sum()),
+            "median_margin_kept": float(np.median(margin[kept])) if len(kept) else None,
+            "seconds": time.perf_counter() - started,
+        })  # fmt: skip
+        previous = assigned
+        if on_round is not None:
+            on_round(number, tuning)
+    return tuning, rounds
+
+
+def nearest_with_margin(photos: np.ndarray, catalogue: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each photo's nearest catalogue row, and its similarity minus the second nearest's (how clear it is)."""
+    scores = photos @ catalogue.T
+    assigned = scores.argmax(axis=1)
+    if scores.shape[1] < 2:
+        return assigned, np.ones(len(photos))
+    top_two = np.partition(scores, -2, axis=1)[:, -2:]
+    return assigned, top_two[:, 1] - top_two[:, 0]
+
+
+def most_confident(assigned: np.ndarray, margin: np.ndarray, per_image: int) -> np.ndarray:
+    """Rows of the photos kept: for each catalogue image, its `per_image` photos of widest margin
+    (per image rather than overall, so that products easy to recognise do not take every place)."""
+    kept = [
+        rows[np.argsort(-margin[rows], kind="stable")[:per_image]]
+        for rows in (np.flatnonzero(assigned == image) for image in np.unique(assigned))
+    ]
+    return np.sort(np.concatenate(kept)) if kept else np.zeros(0, dtype=np.int64)
+
+
+def _tail_of(pristine: Any, tuning: BackboneTuning, first: int) -> Any:
+    network = copy.deepcopy(pristine.network())
+    apply_tuning(network, tuning)
+    return _tail_module(network, first, tuning.gem_p)

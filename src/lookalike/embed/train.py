@@ -66,6 +66,7 @@ class EmbeddingReport:
     n_labelled_images: int = 0  # indexed images with a product id (the others take no part)
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # seconds of the long stages ("self": views, training)
+    rounds: list[dict[str, Any]] = field(default_factory=list)  # "self" with photos: each pseudo-label round
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

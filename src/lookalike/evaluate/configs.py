@@ -24,7 +24,7 @@ from lookalike.evaluate.datasets import (
     grocery_store,
     shared_data_dir,
 )
-from lookalike.evaluate.harness import CARRY_STEP, Config, evenly_spaced
+from lookalike.evaluate.harness import CARRY_STEP, PHOTOS_STEP, Config, evenly_spaced
 from lookalike.settings import Settings
 
 
@@ -105,6 +105,18 @@ PRESETS: dict[str, Preset] = {
         prepare=("train_embedding",),
         description="label-free adaptation: the backbone's last stages trained on the gallery's own images, "
         "each its own class, made to look like phone photos (no labels)",
+    ),
+    "self-qe": Preset(
+        {"head.kind": "self", "rerank.chain": ["qe"]},
+        prepare=("train_embedding",),
+        description="label-free adaptation, then alpha query expansion re-scores the top (no labels at all: "
+        "for a photo archive with several photos per product)",
+    ),
+    "self-photos": Preset(
+        {"head.kind": "self"},
+        prepare=(PHOTOS_STEP,),
+        description="label-free adaptation, then pseudo-labels on the data set's training photos used as unlabelled "
+        "photos of the products (`train-embedding --kind self --photos DIR`; their labels are not read)",
     ),
     "carry": Preset(
         prepare=(CARRY_STEP,),

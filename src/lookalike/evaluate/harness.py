@@ -39,6 +39,8 @@ MASK_THUMBNAIL = 96  # side (pixels) of the predicted masks kept per query, for 
 # the model-carry route as a prepare step: a model fine-tuned with product ids on the data set's labelled
 # training photos (an index of its own, shared by the configurations), then used by the gallery's index
 CARRY_STEP = "carry_model"
+# label-free adaptation of the gallery, then pseudo-labels on the data set's training photos (their labels unread)
+PHOTOS_STEP = "adapt_with_photos"
 
 
 @dataclass(frozen=True)
@@ -203,6 +205,11 @@ def unmet_needs(dataset: Dataset, config: Config) -> list[str]:
             f"2 products with 2+ of them; the data set has {len(dataset.training)} training photos (a manifest: "
             "rows of split 'training')"
         )
+    if PHOTOS_STEP in config.prepare and not dataset.training:
+        needs.append(
+            f"it adapts the gallery with unlabelled photos ({PHOTOS_STEP}): the data set's training photos, of which "
+            "it has none (a manifest: rows of split 'training'; their product ids are not read)"
+        )
     head = config.settings.head
     if "train_embedding" in config.prepare and head.kind not in ("pca", "self"):
         products = _products(dataset.gallery, head.label)
@@ -242,6 +249,11 @@ def _build(
         for step in config.prepare:
             if step == CARRY_STEP:
                 training[step] = carry_model(engine, dataset, config, path.parent, progress)
+                continue
+            if step == PHOTOS_STEP:
+                photos = [entry.path for entry in dataset.training]
+                outcome = engine.train_embedding(photos=photos, force=True, on_stage=_stage(progress, config.name))
+                training[step] = training_facts("train_embedding", outcome)
                 continue
             facts = training_facts(step, _prepare_step(engine, config, step)())
             if facts is not None:
@@ -284,6 +296,14 @@ def carry_model(
     return facts
 
 
+def _stage(progress: Progress | None, name: str) -> Callable[[str, int, int], None]:
+    def report(stage: str, done: int, total: int) -> None:
+        if progress:
+            progress(f"{name}: {stage}", done, total)
+
+    return report
+
+
 def _reporter(progress: Progress | None, what: str) -> Callable[[int, int], None]:
     def report(done: int, total: int) -> None:
         if progress:
@@ -298,7 +318,8 @@ def training_facts(step: str, outcome: Any) -> dict[str, Any] | None:
     if step == "train_embedding":
         report = outcome.to_dict()
         keep = ("kind", "dim", "n_train_images", "n_train_products", "n_validation_images", "n_validation_products",
-                "before", "after", "history", "best_epoch", "refit", "seconds", "current", "verdict")  # fmt: skip
+                "before", "after", "history", "best_epoch", "refit", "seconds", "current", "verdict",
+                "rounds")  # fmt: skip
         return {key: report[key] for key in keep if key in report}
     if step == "train_classifier":
         return dict(outcome.summary())
