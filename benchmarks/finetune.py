@@ -83,7 +83,7 @@ def retrieval(queries: np.ndarray, q_labels: np.ndarray, gallery: np.ndarray, g_
 
 
 def classify(train: tuple, val: tuple | None, test: tuple, level: str) -> list[dict[str, Any]]:
-    """Test accuracy of the paper's MLP head, logistic regression and the nearest neighbour's label."""
+    """Test accuracy of the paper's MLP head, logistic regression and the nearest photos' labels (knn)."""
     from lookalike.classify import create_classifier
     from lookalike.evaluate.metrics import classification_report
     from lookalike.settings import ClassifySettings
@@ -96,11 +96,11 @@ def classify(train: tuple, val: tuple | None, test: tuple, level: str) -> list[d
     else:
         c, best = fitted[1]
     candidates.append((f"logreg (C={c})", best))
-    predictions = [(name, model.predict(test[0]), model.classes_) for name, model in candidates]
-    nearest = train[1][np.argmax(test[0] @ train[0].T, axis=1)]  # the label of the nearest catalogue photo
-    predictions.append(("1-NN", nearest, np.unique(train[1])))
-    for name, predicted, classes in predictions:
-        report = classification_report(test[1], predicted, labels=classes)
+    candidates.append(("knn", create_classifier("knn").fit(*train)))  # k=5, temperature 0.02
+    nearest = create_classifier("knn", ClassifySettings(knn_k=1)).fit(*train)
+    candidates.append(("1-NN (the nearest photo's label)", nearest))
+    for name, model in candidates:
+        report = classification_report(test[1], model.predict(test[0]), labels=model.classes_)
         rows.append(
             {
                 "labels": level,
@@ -170,15 +170,35 @@ def eth80_dev(settings: Any, work: Path) -> dict[str, Any]:
     return {"fine_tuning": tuned, "retrieval": rows, "classification": classification}
 
 
+def reclassify(name: str) -> None:
+    """The classification rows of results/<name>.json measured again on its cached fine-tuned vectors."""
+    from _common import RESULTS
+
+    cached = np.load(CACHE / f"finetune-{name}-grocery.npz")
+    classification = []
+    for level in ("fine", "coarse"):
+        data = {s: (cached[s], cached[f"{level}_{s}"]) for s in ("train", "val", "test")}
+        classification += classify(data["train"], data["val"], data["test"], level)
+    results = json.loads((RESULTS / f"{name}.json").read_text())
+    results["grocery"]["classification"] = classification
+    results["fine_tuned_on"] = results.get("fine_tuned_on", results["date"])  # "date": when classified again
+    print(f"\nsaved {save(name, {k: v for k, v in results.items() if k not in ('machine', 'date')})}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="efficientnet-lite0")
     parser.add_argument("--only", choices=["grocery", "eth80"], default=None)
     parser.add_argument("--set", action="append", default=[], help="a setting, e.g. --set head.finetune_epochs=6")
     parser.add_argument("--name", default=None, help="results file name (default: finetune[-<model>])")
+    parser.add_argument("--reclassify", action="store_true",
+                        help="only the classifiers again, on the vectors an earlier run of --name cached")  # fmt: skip
     args = parser.parse_args()
     short = args.model.removeprefix("efficientnet-")
     name = args.name or ("finetune" if short == "lite0" else f"finetune-{short}")
+    if args.reclassify:
+        reclassify(name)
+        return
 
     from lookalike.settings import Settings
 

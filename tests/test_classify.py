@@ -209,7 +209,7 @@ def test_training_follows_the_papers_recipe(stored: tuple[np.ndarray, np.ndarray
 
 def test_errors_say_what_was_expected(stored: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
     vectors, labels = stored
-    with pytest.raises(UnknownNameError, match="Unknown classifier kind 'svm'; expected one of: logreg, mlp"):
+    with pytest.raises(UnknownNameError, match="Unknown classifier kind 'svm'; expected one of: knn, logreg, mlp"):
         create_classifier("svm")
     with pytest.raises(LookalikeError, match=r"at least 2 classes; got 1 \(\['Milk'\]\)"):
         create_classifier("logreg").fit(vectors[:3], ["Milk"] * 3)
@@ -317,3 +317,26 @@ def test_train_classifier_command_writes_report_and_figures(trained_index: Path,
 
     bad = runner.invoke(app, ["train-classifier", "--index", str(copy), "--set", "embed.model=x"])
     assert bad.exit_code == 2 and "--set expects classify.<name>=value" in bad.output
+
+
+def test_knn_votes_of_the_nearest_images(trained: Engine, samples: Path, sample_queries: list[Path]) -> None:
+    from lookalike.classify import NeighbourClassifier
+
+    train = np.array([[1, 0], [0.9, 0.436], [0.8, 0.6], [0, 1]], np.float32)
+    labels = np.array(["Milk", "Juice", "Juice", "Apple"])
+    query = np.array([[0.99, 0.14]], np.float32)  # nearest: the one Milk; then the two Juices
+    sharp = NeighbourClassifier(ClassifySettings(knn_k=3, knn_temperature=0.01)).fit(train, labels)
+    assert sharp.predict(query).tolist() == ["Milk"]
+    apple, juice, milk = sharp.predict_proba(query)[0]  # columns: the sorted classes
+    assert apple == 0.0 and milk > 0.95 and apple + juice + milk == pytest.approx(1.0)  # Apple is not among the 3
+    broad = NeighbourClassifier(ClassifySettings(knn_k=3, knn_temperature=10.0)).fit(train, labels)
+    assert broad.predict(query).tolist() == ["Juice"]  # two votes of about equal weight beat one
+    with pytest.raises(SettingsError, match="classify.knn_k must be >= 1, got 0"):
+        ClassifySettings(knn_k=0).validate()
+    result = trained.train_classifier("knn")  # on the index: its stored vectors and categories
+    assert result.classifier.kind == "knn" and trained.info()["classifier"]["kind"] == "knn"
+    assert result.n_validation > 0 and len(result.classifier.vectors_) == len(trained)  # held out, then joined
+    truth = _category_of_product(samples)
+    predicted = [trained.search(query, k=3).details["classification"]["category"] for query in sample_queries]
+    right = sum(category == truth[product_of(query)] for category, query in zip(predicted, sample_queries, strict=True))
+    assert right >= 16, f"only {right}/20 sample photos got their category (chance: about 3)"

@@ -590,7 +590,11 @@ def classifier_line(status: dict[str, Any]) -> str:
 def train_classifier(
     index_path: IndexOption,
     kind: Annotated[
-        str | None, typer.Option(help="mlp (the paper's head on frozen features) or logreg (linear baseline).")
+        str | None,
+        typer.Option(
+            help="mlp (the paper's head on frozen features), logreg (linear baseline) or knn (the most similar "
+            "catalogue images vote; strongest after train-embedding)."
+        ),
     ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Folder for report.json and the PNG figures (default: <index>/classifier/).")

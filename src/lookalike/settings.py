@@ -277,7 +277,7 @@ def _check_rerank(name: str, top_n: int, weight: float) -> None:
 class ClassifySettings:
     """Category classifier (trained on the index's stored vectors) and gated search."""
 
-    kind: str = "mlp"  # "mlp": the paper's head on frozen features; "logreg": the linear baseline
+    kind: str = "mlp"  # "mlp": the paper's head on frozen features; "logreg": the linear baseline; "knn": neighbours
     gating: bool = True  # with a trained classifier, search only the predicted category's partition
     threshold: float = 0.5  # top probability below this: search more categories (fallback)
     min_margin: float = 0.1  # top minus second probability below this: search more categories
@@ -296,6 +296,9 @@ class ClassifySettings:
     early_stopping_patience: int = 15  # epochs without a better validation loss before training stops
     standardize: bool = True  # inputs scaled to zero mean, unit variance (learned in fit)
     logreg_c: float = 1.0  # inverse L2 strength of the logistic-regression baseline
+    # "knn": the most similar catalogue vectors vote; both chosen on grocery-store's val split (Lite2 fine-tuned)
+    knn_k: int = 5
+    knn_temperature: float = 0.02  # vote weight exp((similarity - best) / this): small trusts the nearest
     augment_copies: int = 0  # augmented copies of each training image embedded for training (0 = off)
     augment_rotation: float = 15.0  # degrees, uniform in +-
     augment_zoom: float = 0.15  # zoom in by up to this fraction (crop, then resize back)
@@ -305,6 +308,8 @@ class ClassifySettings:
         _check(0.0 <= self.threshold <= 1.0, f"classify.threshold must be in [0, 1], got {self.threshold}")
         _check(0.0 <= self.min_margin <= 1.0, f"classify.min_margin must be in [0, 1], got {self.min_margin}")
         _check(self.fallback in ("top_k", "all"), f"classify.fallback must be 'top_k' or 'all', got {self.fallback!r}")
+        _check(self.knn_k >= 1, f"classify.knn_k must be >= 1, got {self.knn_k}")
+        _check(self.knn_temperature > 0, f"classify.knn_temperature must be > 0, got {self.knn_temperature}")
         _check(self.fallback_k >= 1, f"classify.fallback_k must be >= 1, got {self.fallback_k}")
         fraction = self.validation_fraction
         _check(0.0 <= fraction < 1.0, f"classify.validation_fraction must be in [0, 1), got {fraction}")

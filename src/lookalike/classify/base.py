@@ -69,7 +69,7 @@ register_classifier = CLASSIFIERS.register
 
 
 def create_classifier(kind: str = "mlp", settings: ClassifySettings | None = None) -> Classifier:
-    """An unfitted classifier of the given kind ("mlp", "logreg"); unknown kinds list the valid ones."""
+    """An unfitted classifier of the given kind ("mlp", "logreg", "knn"); unknown kinds list the valid ones."""
     return CLASSIFIERS.get(kind)(settings or ClassifySettings())
 
 

@@ -117,6 +117,9 @@ def train_index_classifier(
     report = None
     if len(held):
         report = classification_report(labels[held], classifier.predict(vectors[held]), labels=classifier.classes_)
+        if getattr(classifier, "refit_on_everything", False):  # nothing to early-stop: the held-out images join
+            joined = np.concatenate([train_x, vectors[held]]), np.concatenate([train_y, labels[held]])
+            classifier = create_classifier(settings.kind, settings).fit(*joined)
     return TrainingResult(
         classifier=classifier,
         report=report,
