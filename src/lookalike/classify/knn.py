@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from lookalike.classify.base import EpochProgress, FittedMixin, check_training_data, register_classifier
+from lookalike.embed.base import l2_normalize
 from lookalike.settings import ClassifySettings
 
 CHUNK = 512  # queries scored at once: memory is CHUNK x n_train floats
@@ -49,14 +50,14 @@ class NeighbourClassifier(FittedMixin):
         features, labels = check_training_data(X, y)
         self.classes_, self.labels_ = np.unique(labels, return_inverse=True)
         self.n_features_in_ = features.shape[1]
-        self.vectors_ = _unit_rows(features).astype(np.float16)
+        self.vectors_ = l2_normalize(features).astype(np.float16)
         self.history_: dict[str, list[float]] = {}
         if progress:
             progress(1, 1)
         return self
 
     def predict_proba(self, X: ArrayLike) -> np.ndarray:
-        queries = _unit_rows(self._check_features(X))
+        queries = l2_normalize(self._check_features(X))
         k = min(self.settings.knn_k, len(self.vectors_))
         out = np.zeros((len(queries), len(self.classes_)), np.float32)
         for start in range(0, len(queries), CHUNK):
@@ -78,8 +79,3 @@ class NeighbourClassifier(FittedMixin):
         self.n_features_in_ = int(facts["n_features"])
         self.history_ = {}
         self.classes_ = np.asarray(facts["classes"])
-
-
-def _unit_rows(values: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(values, axis=1, keepdims=True)
-    return (values / np.maximum(norms, 1e-12)).astype(np.float32)

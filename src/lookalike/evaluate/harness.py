@@ -297,11 +297,7 @@ def carry_model(
 
 
 def _stage(progress: Progress | None, name: str) -> Callable[[str, int, int], None]:
-    def report(stage: str, done: int, total: int) -> None:
-        if progress:
-            progress(f"{name}: {stage}", done, total)
-
-    return report
+    return lambda stage, done, total: _reporter(progress, f"{name}: {stage}")(done, total)
 
 
 def _reporter(progress: Progress | None, what: str) -> Callable[[int, int], None]:
