@@ -292,6 +292,26 @@ def test_each_catalogue_image_keeps_its_clearest_photos() -> None:
     assert most_confident(assigned, margin, 1).tolist() == [0, 2, 4]
 
 
+def test_propagated_labels_follow_the_photos_graph() -> None:
+    from lookalike.embed.adapt import nearest_with_margin, propagated_with_margin
+    from lookalike.embed.base import l2_normalize
+
+    def at(degrees: float) -> list[float]:
+        return [np.cos(np.radians(degrees)), np.sin(np.radians(degrees)), 0.0]
+
+    catalogue = l2_normalize(np.array([at(0), at(90)], np.float32))
+    # product 0's photos drift from its studio image towards 48 degrees, nearer the other product's image;
+    # the last photo is orthogonal to everything (no edge in the graph)
+    chain = [at(10), at(20), at(30), at(40), at(48), at(85), at(95), at(100), [0.0, 0.0, 1.0]]
+    photos = l2_normalize(np.array(chain, np.float32))
+    nearest, _ = nearest_with_margin(photos, catalogue)
+    assigned, margin = propagated_with_margin(photos, catalogue, neighbours=2, alpha=0.95)
+    assert nearest[4] == 1 and assigned[4] == 0  # the chain of photos carries image 0's id to the drifted one
+    assert assigned[:8].tolist() == [0, 0, 0, 0, 0, 1, 1, 1]
+    assert assigned[8] == nearest[8] and margin[8] == 0.0  # unreachable: its nearest image, with no confidence
+    assert np.all(margin[:8] > 0.5)
+
+
 @pytest.fixture(scope="module")
 def pseudo(samples: Path, sample_queries: list[Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The 10 studio images indexed and adapted, with the 60 catalogue photos as an unlabelled archive."""

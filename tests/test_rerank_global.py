@@ -9,9 +9,10 @@ import pytest
 from PIL import Image
 
 from lookalike import Engine, Settings
+from lookalike.graph import knn_affinity, normalise_graph, solve_diffusion
 from lookalike.index import MetadataStore, NewItem
 from lookalike.rerank import Candidate, QueryData, apply_chain, create_reranker
-from lookalike.rerank.diffusion import DiffusionMatrix, knn_affinity, normalise_graph, solve_diffusion
+from lookalike.rerank.diffusion import DiffusionMatrix
 from lookalike.rerank.query_expansion import expand_query
 from lookalike.rerank.sift import pack_features, unpack_features
 

@@ -361,11 +361,24 @@ class AdaptSettings:
     pseudo_rounds: int = 3
     pseudo_per_image: int = 20  # photos kept per catalogue image, the most confident first
     pseudo_epochs: int = 4  # fine-tuning epochs per round (head.finetune_* settings otherwise)
+    # "propagate": the catalogue images' ids spread over the kNN graph of photos and catalogue (label
+    # propagation, lookalike.graph), so that a photo far from its studio image takes the id of the photos
+    # like it; "nearest": each photo takes its nearest catalogue image's id
+    pseudo_labels: Literal["propagate", "nearest"] = "propagate"
+    pseudo_neighbours: int = 10  # the graph's k
+    pseudo_alpha: float = 0.95  # how far ids spread: 0 keeps the seeds, towards 1 follows the graph further
 
     def validate(self) -> None:
         _check(self.pseudo_rounds >= 1, f"head.adapt.pseudo_rounds must be >= 1, got {self.pseudo_rounds}")
         _check(self.pseudo_per_image >= 1, f"head.adapt.pseudo_per_image must be >= 1, got {self.pseudo_per_image}")
         _check(self.pseudo_epochs >= 1, f"head.adapt.pseudo_epochs must be >= 1, got {self.pseudo_epochs}")
+        labels = ("propagate", "nearest")
+        _check(
+            self.pseudo_labels in labels,
+            f"head.adapt.pseudo_labels must be one of {labels}, got {self.pseudo_labels!r}",
+        )
+        _check(self.pseudo_neighbours >= 1, f"head.adapt.pseudo_neighbours must be >= 1, got {self.pseudo_neighbours}")
+        _check(0.0 < self.pseudo_alpha < 1.0, f"head.adapt.pseudo_alpha must be in (0, 1), got {self.pseudo_alpha}")
         _check(self.views >= 2, f"head.adapt.views must be >= 2 (the image and one augmented view), got {self.views}")
         _check(self.epochs >= 0, f"head.adapt.epochs must be >= 0, got {self.epochs}")
         _check(self.lr > 0.0, f"head.adapt.lr must be > 0, got {self.lr}")

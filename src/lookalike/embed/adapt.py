@@ -56,7 +56,7 @@ from lookalike.embed.finetune import (
 )
 from lookalike.embed.views import PhotoViews, Source, background_photo, thumbnail
 from lookalike.errors import LookalikeError
-from lookalike.settings import HeadSettings
+from lookalike.settings import AdaptSettings, HeadSettings
 
 TRAIN, VALIDATION = 0, 1  # view streams
 TILE_POOL = 1000  # catalogue images whose thumbnails make mosaics and occluders
@@ -497,10 +497,11 @@ def fit_pseudo_labels(
 
     `catalogue_maps` and `photo_maps` are frozen maps (n, 2, c, h, w: each image and its mirror, from
     `lookalike.embed.finetune.images_maps`) of the pretrained network. Each of `adapt.pseudo_rounds`
-    rounds gives every photo its nearest catalogue image (by `teacher`, the label-free adaptation, then
-    by the previous round's model) as its product id, keeps for each catalogue image the
-    `adapt.pseudo_per_image` photos whose nearest image is the clearest (the widest margin over the
-    second nearest), and fine-tunes the tail from the pretrained weights, as `--kind finetune` does, on
+    rounds gives every photo a catalogue image as its product id (`pseudo_labels`: by label propagation
+    over the kNN graph of catalogue and photos, or its nearest image; with the vectors of `teacher`, the
+    label-free adaptation, then of the previous round's model), keeps for each catalogue image the
+    `adapt.pseudo_per_image` photos whose id is the clearest (the widest margin over the second), and
+    fine-tunes the tail from the pretrained weights, as `--kind finetune` does, on
     those photos and the catalogue images themselves, each with its own id. Returns the last round's
     tuning and each round's facts; with no labels, what they can say is how many photos were kept and
     how many changed product since the round before (a round that changes few has converged).
@@ -522,7 +523,7 @@ def fit_pseudo_labels(
     for number in range(1, own.pseudo_rounds + 1):
         started = time.perf_counter()
         tail = _tail_of(pristine, tuning, first)
-        assigned, margin = nearest_with_margin(tail_vectors(tail, photo_maps), tail_vectors(tail, catalogue_maps))
+        assigned, margin = pseudo_labels(tail_vectors(tail, photo_maps), tail_vectors(tail, catalogue_maps), own)
         kept = most_confident(assigned, margin, own.pseudo_per_image)
         maps = np.concatenate([photo_maps[kept], catalogue_maps])
         tuning, _ = fit_tuning(pristine, maps, [*ids[assigned[kept]], *ids], head, progress)
@@ -538,6 +539,38 @@ def fit_pseudo_labels(
         if on_round is not None:
             on_round(number, tuning)
     return tuning, rounds
+
+
+def pseudo_labels(photos: np.ndarray, catalogue: np.ndarray, settings: AdaptSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Each photo's catalogue row and how clear that choice is, as `settings.pseudo_labels` says."""
+    if settings.pseudo_labels == "nearest":
+        return nearest_with_margin(photos, catalogue)
+    return propagated_with_margin(photos, catalogue, settings.pseudo_neighbours, settings.pseudo_alpha)
+
+
+def propagated_with_margin(
+    photos: np.ndarray, catalogue: np.ndarray, neighbours: int, alpha: float, gamma: float = 3.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Label propagation (Zhou et al. 2004): each catalogue image seeds its own id on the kNN graph of
+    catalogue and photos, F = (1 - alpha) (I - alpha S)^-1 Y. F's columns are scaled to equal mass (a
+    product with many photos near it does not swallow its neighbours), its rows to sum 1; a photo takes
+    the largest entry, and its margin over the second is how clear that is. A photo with no path to any
+    catalogue image keeps its nearest one, with margin 0."""
+    from lookalike.graph import knn_affinity, normalise_graph, solve_diffusion
+
+    nodes = np.vstack([catalogue, photos]).astype(np.float32)
+    graph = normalise_graph(knn_affinity(nodes, neighbours, gamma))
+    spread = solve_diffusion(graph, alpha, np.arange(len(catalogue)))[len(catalogue) :]
+    spread = spread / np.maximum(spread.sum(axis=0, keepdims=True), 1e-12)
+    mass = spread.sum(axis=1, keepdims=True)
+    reached = mass[:, 0] > 1e-12
+    spread = spread / np.maximum(mass, 1e-12)
+    nearest, _ = nearest_with_margin(photos, catalogue)
+    assigned = np.where(reached, spread.argmax(axis=1), nearest)
+    if spread.shape[1] < 2:
+        return assigned, reached.astype(float)
+    top_two = np.partition(spread, -2, axis=1)[:, -2:]
+    return assigned, np.where(reached, top_two[:, 1] - top_two[:, 0], 0.0)
 
 
 def nearest_with_margin(photos: np.ndarray, catalogue: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
