@@ -342,6 +342,7 @@ def test_pseudo_labels_train_on_the_photos_without_indexing_them(pseudo: dict) -
     assert pseudo["count"] == 10  # the photos taught the backbone; only the catalogue is indexed
     tuning = BackboneTuning.load(pseudo["path"] / TUNING_DIR)
     assert tuning.fingerprint() == report.fingerprint
+    assert {"kind": "self", "pseudo_labels": "propagate", "round": 2, "photos": 60}.items() <= tuning.facts.items()
 
 
 def test_unusable_photos_are_refused_and_the_index_is_left_as_it_was(

@@ -536,6 +536,7 @@ def fit_pseudo_labels(
             "seconds": time.perf_counter() - started,
         })  # fmt: skip
         previous = assigned
+        tuning.facts.update(kind="self", pseudo_labels=own.pseudo_labels, round=number, photos=len(photo_maps))
         if on_round is not None:
             on_round(number, tuning)
     return tuning, rounds
