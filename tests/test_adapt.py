@@ -312,6 +312,21 @@ def test_propagated_labels_follow_the_photos_graph() -> None:
     assert np.all(margin[:8] > 0.5)
 
 
+def test_propagation_in_blocks_of_catalogue_images_agrees_with_one_solve() -> None:
+    from lookalike.embed.adapt import propagated_with_margin
+    from lookalike.embed.base import l2_normalize
+
+    rng = np.random.default_rng(0)
+    catalogue = l2_normalize(rng.normal(size=(7, 16)).astype(np.float32))
+    photos = l2_normalize(np.repeat(catalogue, 5, axis=0) + 0.15 * rng.normal(size=(35, 16)).astype(np.float32))
+    whole = propagated_with_margin(photos, catalogue, neighbours=8, alpha=0.9, block=7)
+    for block in (1, 2, 3):
+        assigned, margin = propagated_with_margin(photos, catalogue, neighbours=8, alpha=0.9, block=block)
+        assert assigned.tolist() == whole[0].tolist()
+        np.testing.assert_allclose(margin, whole[1], atol=1e-5)  # conjugate gradients stop at 1e-6 residual
+    assert whole[0].tolist() == np.repeat(np.arange(7), 5).tolist() and np.all(whole[1] < 1)  # one connected graph
+
+
 @pytest.fixture(scope="module")
 def pseudo(samples: Path, sample_queries: list[Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The 10 studio images indexed and adapted, with the 60 catalogue photos as an unlabelled archive."""

@@ -59,6 +59,7 @@ from lookalike.errors import LookalikeError
 from lookalike.settings import AdaptSettings, HeadSettings
 
 TRAIN, VALIDATION = 0, 1  # view streams
+PROPAGATION_BLOCK = 256  # catalogue images whose ids are propagated at once (memory: all images x this)
 TILE_POOL = 1000  # catalogue images whose thumbnails make mosaics and occluders
 VALIDATION_IMAGES = 1000  # images with validation views, at most
 BACKGROUND_LIMIT = 1000  # background photos read from adapt.background_dir, at most
@@ -550,28 +551,42 @@ def pseudo_labels(photos: np.ndarray, catalogue: np.ndarray, settings: AdaptSett
 
 
 def propagated_with_margin(
-    photos: np.ndarray, catalogue: np.ndarray, neighbours: int, alpha: float, gamma: float = 3.0
+    photos: np.ndarray,
+    catalogue: np.ndarray,
+    neighbours: int,
+    alpha: float,
+    gamma: float = 3.0,
+    block: int = PROPAGATION_BLOCK,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Label propagation (Zhou et al. 2004): each catalogue image seeds its own id on the kNN graph of
     catalogue and photos, F = (1 - alpha) (I - alpha S)^-1 Y. F's columns are scaled to equal mass (a
     product with many photos near it does not swallow its neighbours), its rows to sum 1; a photo takes
     the largest entry, and its margin over the second is how clear that is. A photo with no path to any
-    catalogue image keeps its nearest one, with margin 0."""
+    catalogue image keeps its nearest one, with margin 0. F is solved `block` columns at a time, keeping
+    only each photo's two largest entries and its total, so memory is (images x block), not x catalogue."""
     from lookalike.graph import knn_affinity, normalise_graph, solve_diffusion
 
     nodes = np.vstack([catalogue, photos]).astype(np.float32)
     graph = normalise_graph(knn_affinity(nodes, neighbours, gamma))
-    spread = solve_diffusion(graph, alpha, np.arange(len(catalogue)))[len(catalogue) :]
-    spread = spread / np.maximum(spread.sum(axis=0, keepdims=True), 1e-12)
-    mass = spread.sum(axis=1, keepdims=True)
-    reached = mass[:, 0] > 1e-12
-    spread = spread / np.maximum(mass, 1e-12)
+    n, seeds = len(photos), len(catalogue)
+    best, second, mass = np.full(n, -1.0), np.full(n, -1.0), np.zeros(n)
+    assigned = np.zeros(n, dtype=np.int64)
+    for first in range(0, seeds, block):
+        columns = np.arange(first, min(first + block, seeds))
+        spread = solve_diffusion(graph, alpha, columns)[seeds:]
+        spread = spread / np.maximum(spread.sum(axis=0, keepdims=True), 1e-12)
+        mass += spread.sum(axis=1)
+        order = np.argsort(-spread, axis=1, kind="stable")[:, :2]
+        top = np.take_along_axis(spread, order, axis=1)
+        runner_up = top[:, 1] if top.shape[1] > 1 else np.full(n, -1.0)
+        wins = top[:, 0] > best
+        second = np.where(wins, np.maximum(best, runner_up), np.maximum(second, top[:, 0]))
+        assigned = np.where(wins, columns[order[:, 0]], assigned)
+        best = np.where(wins, top[:, 0], best)
+    reached = mass > 1e-12
     nearest, _ = nearest_with_margin(photos, catalogue)
-    assigned = np.where(reached, spread.argmax(axis=1), nearest)
-    if spread.shape[1] < 2:
-        return assigned, reached.astype(float)
-    top_two = np.partition(spread, -2, axis=1)[:, -2:]
-    return assigned, np.where(reached, top_two[:, 1] - top_two[:, 0], 0.0)
+    margin = (best - np.maximum(second, 0.0)) / np.maximum(mass, 1e-12) if seeds > 1 else reached.astype(float)
+    return np.where(reached, assigned, nearest), np.where(reached, margin, 0.0)
 
 
 def nearest_with_margin(photos: np.ndarray, catalogue: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
