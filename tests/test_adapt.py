@@ -140,6 +140,12 @@ def test_settings_are_checked_and_travel_with_the_index(built_index: Path) -> No
         Settings().replace(**{"head.adapt.start": "latest"})
     with pytest.raises(SettingsError, match=r"head.adapt.crop must be in \[0, 1\), got 1.5"):
         Settings().replace(**{"head.adapt.crop": 1.5})
+    with pytest.raises(SettingsError, match=r"head.adapt.pseudo_labels must be one of .*, got 'vote'"):
+        Settings().replace(**{"head.adapt.pseudo_labels": "vote"})
+    with pytest.raises(SettingsError, match=r"head.adapt.pseudo_alpha must be in \(0, 1\), got 1.0"):
+        Settings().replace(**{"head.adapt.pseudo_alpha": 1.0})
+    with pytest.raises(SettingsError, match="head.adapt.pseudo_neighbours must be >= 1, got 0"):
+        Settings().replace(**{"head.adapt.pseudo_neighbours": 0})
     with pytest.raises(SettingsError, match="unknown setting 'head.adapt.colour'"):
         Settings().replace(**{"head.adapt.colour": 0.1})
     with pytest.raises(UnknownNameError, match="Unknown augmentation 'sepia'; expected one of: background, pile"):
