@@ -95,3 +95,32 @@ def test_ray_workers_read_file_uris_and_resume(catalogue: Path, tmp_path: Path) 
         failed = dict(report.failed)
         assert set(failed) == {broken, gone} and failed[gone] == "no such file" and failed[broken]
         assert sorted(item.path for item in engine.items()) == sorted(uris)  # stored under the URI as given
+
+
+class _SlowRay:
+    """Stands in for `ray`: its first `failures` starts miss the raylet's registration window."""
+
+    def __init__(self, failures: int, message: str = "The current node timed out during startup.") -> None:
+        self.failures, self.message, self.starts, self.shutdowns = failures, message, 0, 0
+
+    def init(self, **options: object) -> None:
+        self.starts += 1
+        if self.starts <= self.failures:
+            raise Exception(self.message)
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+
+
+def test_a_local_node_that_started_too_slowly_is_started_once_more() -> None:
+    from lookalike.distributed import _start_local
+
+    slow = _SlowRay(failures=1)
+    _start_local(slow, 2, {})
+    assert (slow.starts, slow.shutdowns) == (2, 1)
+    with pytest.raises(Exception, match="timed out during startup"):
+        _start_local(_SlowRay(failures=2), 2, {})
+    other = _SlowRay(failures=1, message="port 6379 in use")
+    with pytest.raises(Exception, match="port 6379 in use"):  # any other failure is not retried
+        _start_local(other, 2, {})
+    assert other.starts == 1

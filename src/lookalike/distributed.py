@@ -25,6 +25,8 @@ from lookalike.errors import SettingsError
 
 ROWS_PER_TASK = 16  # images an actor embeds per call (Ray's unit of back-pressure)
 
+LOCAL_START_ATTEMPTS = 2  # a local Ray node that did not come up in time is started once more
+
 
 def ray_module() -> Any:
     try:
@@ -46,11 +48,24 @@ def start_ray(workers: int | None, address: str | None) -> Any:
     if address:
         ray.init(address=address, **options)
     else:
-        ray.init(num_cpus=workers or 1, **options)
+        _start_local(ray, workers or 1, options)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the caller shows one bar for the whole job
     context.print_on_execution_start = False
     return ray
+
+
+def _start_local(ray: Any, cpus: int, options: dict[str, Any], attempts: int = LOCAL_START_ATTEMPTS) -> None:
+    """Start a local Ray node; once more when its raylet missed Ray's fixed 30 s registration window,
+    which a busy 2-core machine can (the processes of the failed start are shut down first)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(num_cpus=cpus, **options)
+            return
+        except Exception as error:  # Ray raises a bare Exception for this
+            if "timed out during startup" not in str(error) or attempt == attempts:
+                raise
+            ray.shutdown()
 
 
 def load_featurizer(index_path: Path, fingerprint: dict[str, Any], threads: int = 1) -> Any:
