@@ -112,15 +112,23 @@ class _SlowRay:
         self.shutdowns += 1
 
 
-def test_a_local_node_that_started_too_slowly_is_started_once_more() -> None:
+def test_a_local_node_that_started_too_slowly_is_started_once_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
     from lookalike.distributed import _start_local
+
+    monkeypatch.setenv("RAY_gcs_server_port_wait_time_s", "45")  # the user's own wait is kept
 
     slow = _SlowRay(failures=1)
     _start_local(slow, 2, {})
     assert (slow.starts, slow.shutdowns) == (2, 1)
     with pytest.raises(Exception, match="timed out during startup"):
         _start_local(_SlowRay(failures=2), 2, {})
+    gcs = _SlowRay(failures=1, message="Timed out waiting for file /tmp/ray/session_x/gcs_server_port_y")
+    _start_local(gcs, 2, {})
+    assert gcs.starts == 2
     other = _SlowRay(failures=1, message="port 6379 in use")
     with pytest.raises(Exception, match="port 6379 in use"):  # any other failure is not retried
         _start_local(other, 2, {})
     assert other.starts == 1
+    assert os.environ["RAY_gcs_server_port_wait_time_s"] == "45"  # noqa: SIM112 (Ray spells it so)

@@ -26,6 +26,7 @@ from lookalike.errors import SettingsError
 ROWS_PER_TASK = 16  # images an actor embeds per call (Ray's unit of back-pressure)
 
 LOCAL_START_ATTEMPTS = 2  # a local Ray node that did not come up in time is started once more
+START_TIMEOUTS = ("timed out during startup", "Timed out waiting for file")  # Ray's messages for it
 
 
 def ray_module() -> Any:
@@ -56,14 +57,19 @@ def start_ray(workers: int | None, address: str | None) -> Any:
 
 
 def _start_local(ray: Any, cpus: int, options: dict[str, Any], attempts: int = LOCAL_START_ATTEMPTS) -> None:
-    """Start a local Ray node; once more when its raylet missed Ray's fixed 30 s registration window,
-    which a busy 2-core machine can (the processes of the failed start are shut down first)."""
+    """Start a local Ray node. On a busy 2-core machine its processes can miss Ray's start-up windows
+    (30 s for the GCS to publish its port, 30 s for the raylet to register): the GCS gets 120 s unless
+    RAY_gcs_server_port_wait_time_s says otherwise, and a start that still timed out is shut down and
+    tried once more. Any other failure is raised at once."""
+    import os
+
+    os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")  # read by ray.init in this process
     for attempt in range(1, attempts + 1):
         try:
             ray.init(num_cpus=cpus, **options)
             return
-        except Exception as error:  # Ray raises a bare Exception for this
-            if "timed out during startup" not in str(error) or attempt == attempts:
+        except Exception as error:  # Ray raises a bare Exception or a RuntimeError for these
+            if not any(sign in str(error) for sign in START_TIMEOUTS) or attempt == attempts:
                 raise
             ray.shutdown()
 
