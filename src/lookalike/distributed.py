@@ -14,6 +14,7 @@ failures with their reason and never stop the job.
 
 from __future__ import annotations
 
+import os
 import pickle
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -61,8 +62,6 @@ def _start_local(ray: Any, cpus: int, options: dict[str, Any], attempts: int = L
     (30 s for the GCS to publish its port, 30 s for the raylet to register): the GCS gets 120 s unless
     RAY_gcs_server_port_wait_time_s says otherwise, and a start that still timed out is shut down and
     tried once more. Any other failure is raised at once."""
-    import os
-
     os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")  # read by ray.init in this process
     for attempt in range(1, attempts + 1):
         try:

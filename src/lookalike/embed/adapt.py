@@ -584,9 +584,10 @@ def propagated_with_margin(
         assigned = np.where(wins, columns[order[:, 0]], assigned)
         best = np.where(wins, top[:, 0], best)
     reached = mass > 1e-12
-    nearest, _ = nearest_with_margin(photos, catalogue)
+    if not reached.all():  # only the photos the graph did not reach need their nearest image
+        assigned[~reached] = (photos[~reached] @ catalogue.T).argmax(axis=1)
     margin = (best - np.maximum(second, 0.0)) / np.maximum(mass, 1e-12) if seeds > 1 else reached.astype(float)
-    return np.where(reached, assigned, nearest), np.where(reached, margin, 0.0)
+    return assigned, np.where(reached, margin, 0.0)
 
 
 def nearest_with_margin(photos: np.ndarray, catalogue: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
