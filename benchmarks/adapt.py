@@ -8,6 +8,9 @@ grocery-store (all 2,485 test photos are the queries, relevant = same product):
             adapted label-free on the catalogue (`head.adapt.start=current`);
   pseudo    the catalogue adapted label-free, then pseudo-label rounds on the 2,640 train photos used as an
             unlabelled archive (`--photos`; their product ids are never read);
+  archive   the pseudo part's model with the engine's "archive" re-ranker: the same 2,640 unlabelled photos kept
+            beside the index (`lookalike archive`) as extra nodes of its diffusion graph; on the test photos
+            and on the 296 val photos its settings were chosen on; also over the label-free teacher;
   photos    photo->photo with no labels at all: the 2,640 train photos, an unlabelled archive, adapted;
             each model also with the engine's label-free re-rankers (query expansion, diffusion);
 eth80-dev (eth80): cross-view instance retrieval (queries: the 66-degree ring), the gallery adapted.
@@ -19,8 +22,8 @@ wall time of each adaptation (views and frozen maps, then training) is recorded 
 Writes benchmarks/results/adapt.json and adapt.md; grids of queries whose top-1 changed go to
 benchmarks/results/adapt-grids/ (git-ignored).
 
-Usage: nice python benchmarks/adapt.py [--only catalog ablation carry photos eth80 check] [--threads 2]
-                                       [--set head.key=value]
+Usage: nice python benchmarks/adapt.py [--only catalog ablation carry pseudo archive photos eth80 check]
+                                       [--threads 2] [--set head.key=value]
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from _common import RESULTS, ROOT, machine, progress_printer, require, table
 
 KS = (1, 5, 10, 20)
 CACHE = Path(os.environ.get("LOOKALIKE_ADAPT_CACHE", ROOT / "benchmarks" / "cache" / "adapt"))
-PARTS = ("catalog", "ablation", "carry", "pseudo", "photos", "eth80", "check")
+PARTS = ("catalog", "ablation", "carry", "pseudo", "archive", "photos", "eth80", "check")
 # photo->photo: 2,640 images; fewer views keep the views, maps and training near one hour on 2 cores
 PHOTO_CHANGES = {
     "head.adapt.views": 4,
@@ -133,26 +136,39 @@ def retrieval(queries: np.ndarray, q_labels: np.ndarray, gallery: np.ndarray, g_
 
 
 def reranked(
-    queries: np.ndarray, q_labels: np.ndarray, gallery: np.ndarray, g_labels: np.ndarray, chain: Sequence[str]
+    queries: np.ndarray,
+    q_labels: np.ndarray,
+    gallery: np.ndarray,
+    g_labels: np.ndarray,
+    chain: Sequence[str],
+    archive: np.ndarray | None = None,
 ) -> dict:
     """`retrieval` after the engine's re-rankers `chain` (lookalike.rerank, default settings) re-score
-    each query's top candidates, as `Engine.search` applies them to an index holding `gallery`."""
+    each query's top candidates, as `Engine.search` applies them to an index holding `gallery` (and
+    `archive`, unlabelled photos' vectors, as its photo archive)."""
     import tempfile
 
     from lookalike.evaluate.metrics import count_relevant, retrieval_report
+    from lookalike.index.archive import PhotoArchive
     from lookalike.rerank import Candidate, QueryData, apply_chain, create_reranker
     from lookalike.settings import Settings
 
     rerankers, store = [create_reranker(name, Settings()) for name in chain], _Vectors(gallery)
-    with tempfile.TemporaryDirectory(prefix="lookalike-rerank-") as folder:
+    scores = queries @ gallery.T
+    order = np.argsort(-scores, axis=1, kind="stable")
+    with tempfile.TemporaryDirectory(prefix="lookalike-rerank-") as folder:  # the index folder, while queries run
+        if archive is not None:
+            paths = [f"photo-{i}" for i in range(len(archive))]
+            PhotoArchive(paths, archive, store.get_meta("embedder")).save(Path(folder))
         for reranker in rerankers:
             if reranker.needs.catalogue:  # e.g. the diffusion matrix, built from the stored vectors
                 reranker.refresh(store, gallery.shape[1], Path(folder), 0)
-    scores = queries @ gallery.T
-    order = np.argsort(-scores, axis=1, kind="stable")
-    for row, query in enumerate(queries):
-        candidates = [Candidate(int(i), float(scores[row, i]), {"vector": float(scores[row, i])}) for i in order[row]]
-        order[row] = [c.id for c in apply_chain(rerankers, QueryData(query, {}, store, gallery.shape[1]), candidates)]
+        for row, query in enumerate(queries):
+            candidates = [
+                Candidate(int(i), float(scores[row, i]), {"vector": float(scores[row, i])}) for i in order[row]
+            ]
+            chained = apply_chain(rerankers, QueryData(query, {}, store, gallery.shape[1]), candidates)
+            order[row] = [c.id for c in chained]
     relevances = list(g_labels[order] == q_labels[:, None])
     report = retrieval_report(relevances, count_relevant(q_labels, g_labels), ks=KS)
     return {"mAP": report.map, **{f"R@{k}": report.recall_at_k[k] for k in KS}}
@@ -169,6 +185,9 @@ class _Vectors:
 
     def vectors(self, dim: int) -> Any:
         yield np.arange(len(self._vectors)), self._vectors, [None] * len(self._vectors)
+
+    def get_meta(self, key: str) -> Any:
+        return {"embedder": "the benchmark's tail"}.get(key)
 
 
 def load_average() -> str:
@@ -412,10 +431,58 @@ def run_pseudo(ctx: Context, data: dict[str, Any]) -> None:
         "wall": {"photos": len(photo_maps), "seconds_rounds_and_measuring": seconds, "load_average_before": load_before,
                  "load_average_after": load_average()},
     }  # fmt: skip
+    ctx.results["_pseudo"] = {"teacher": teacher, "tuning": tuning}
+    tuning.save(CACHE / "tunings" / "pseudo-last-round")  # for `--only archive` later (benchmarks/cache is git-ignored)
     after = catalog_route(ctx, data, ctx.settings, tuning)
     changed_grids(
         ctx, data, catalog_route(ctx, data, ctx.settings)["scores"], after["scores"], ("pretrained", "pseudo")
     )
+
+
+def run_archive(ctx: Context, data: dict[str, Any]) -> None:
+    """The "archive" re-ranker (default settings, chosen on the val photos) over the pseudo part's last
+    round and over its teacher, with the 2,640 train photos as the index's photo archive."""
+    from lookalike.embed.finetune import BackboneTuning
+    from lookalike.evaluate.datasets import grocery_store_entries
+
+    saved = CACHE / "tunings" / "pseudo-last-round"
+    if "_pseudo" not in ctx.results and "pseudo" in os.environ.get("LOOKALIKE_ADAPT_REUSE", "").split(","):
+        print(f"archive: reusing the pseudo part's last round saved in {saved} (LOOKALIKE_ADAPT_REUSE)")
+        teacher = adapt(ctx, "all on", [e.path for e in data["splits"]["iconic"]], ctx.settings)["tuning"]
+        ctx.results["_pseudo"] = {"teacher": teacher, "tuning": BackboneTuning.load(saved)}
+    if "_pseudo" not in ctx.results:
+        run_pseudo(ctx, data)
+    val = grocery_store_entries(require("grocery-store"), "val")
+    query_sets = {
+        "test": (data["maps"]["test"], data["labels"]["test"]),
+        "val": (ctx.maps("grocery-val", [e.path for e in val]), np.array([e.item for e in val])),
+    }
+    photo_maps = ctx.maps("grocery-train", [e.path for e in data["splits"]["train"]])
+    rows = []
+    for model in ("teacher", "tuning"):
+        tail = ctx.tail(ctx.results["_pseudo"][model])
+        name = "label-free teacher" if model == "teacher" else "+ pseudo-labels, last round"
+        gallery, photos = vectors(tail, data["maps"]["iconic"]), vectors(tail, photo_maps)
+        for split, (maps, labels) in query_sets.items():
+            queries = vectors(tail, maps)
+            g_labels = data["labels"]["iconic"]
+            for chain, archive in (((), None), (("archive",), None), (("archive",), photos)):
+                started = time.perf_counter()
+                figures = reranked(queries, labels, gallery, g_labels, chain, archive)
+                per_query = 1000 * (time.perf_counter() - started) / len(queries)
+                photos_note = "2,640 photos" if archive is not None else "no photos (catalogue diffusion)"
+                what = f" + archive re-ranker, {photos_note}" if chain else ""
+                rows.append({"model": name + what, "queries": split, **figures,
+                             "ms_per_query_with_build": per_query})  # fmt: skip
+                print(table(rows[-1:], list(rows[-1])), flush=True)
+    print("\nphoto->catalogue with the archive re-ranker\n" + table(rows, list(rows[0])))
+    from lookalike.settings import Settings
+
+    ctx.results["archive"] = {
+        "rows": rows,
+        "settings": Settings().rerank.archive.__dict__,
+        "load_average": load_average(),
+    }
 
 
 def _public(adapted: dict[str, Any]) -> dict[str, Any]:
@@ -545,8 +612,8 @@ def write(ctx: Context, args: argparse.Namespace) -> None:
         payload = {**json.loads(previous.read_text()), **payload}
     for name in args.merge:  # parts measured by another run: benchmarks/results/<name>.json, or a path
         other = json.loads((Path(name) if name.endswith(".json") else RESULTS / f"{name}.json").read_text())
-        payload.update({key: other[key] for key in ("photo2catalog", "ablation", "carry", "pseudo", "photo2photo",
-                        "eth80", "check", "top1_changes") if key in other})  # fmt: skip
+        parts = ("photo2catalog", "ablation", "carry", "pseudo", "archive", "photo2photo", "eth80", "check")
+        payload.update({key: other[key] for key in (*parts, "top1_changes") if key in other})
     previous.write_text(json.dumps(payload, indent=2, default=float) + "\n")
     (RESULTS / f"{args.name}.md").write_text(markdown(payload))
     print(f"\nsaved {previous} and {args.name}.md")
@@ -564,6 +631,7 @@ def markdown(payload: dict[str, Any]) -> str:
     for key, title in (("photo2catalog", "grocery-store photo->catalogue (2,485 queries, 81 iconic images)"),
                        ("carry", "photo->catalogue: model-carry route and combined"),
                        ("pseudo", "photo->catalogue: label-free, then pseudo-labels on 2,640 unlabelled photos"),
+                       ("archive", "photo->catalogue: archive re-ranker, 2,640 unlabelled photos kept with the index"),
                        ("photo2photo", "grocery-store photo->photo, no labels (2,485 queries, 2,640 photos)"),
                        ("eth80", "eth80-dev cross-view instance retrieval")):  # fmt: skip
         if key in payload:
@@ -623,7 +691,7 @@ def main() -> None:
             run_eth80(ctx)
         else:
             {"catalog": run_catalog, "ablation": run_ablation, "carry": run_carry, "pseudo": run_pseudo,
-             "photos": run_photos, "check": run_check}[part](ctx, data)  # fmt: skip
+             "archive": run_archive, "photos": run_photos, "check": run_check}[part](ctx, data)  # fmt: skip
         write(ctx, args)
 
 

@@ -345,9 +345,9 @@ def pseudo(samples: Path, sample_queries: list[Path], tmp_path_factory: pytest.T
         stages: set[str] = set()
         report = engine.train_embedding(quick, photos=photos, on_stage=lambda s, d, t: stages.add(s), force=True)
         after = {photo.name: _rank(engine, photo) for photo in sample_queries}
-        count = len(engine)
+        count, archive = len(engine), engine.archive_info()
     return {"path": path, "report": report, "stages": stages, "before": before, "after": after, "count": count,
-            "photos": len(photos)}  # fmt: skip
+            "photos": len(photos), "archive": archive}  # fmt: skip
 
 
 def test_pseudo_labels_train_on_the_photos_without_indexing_them(pseudo: dict) -> None:
@@ -361,6 +361,8 @@ def test_pseudo_labels_train_on_the_photos_without_indexing_them(pseudo: dict) -
     assert "2 round(s) of pseudo-labels on 60 unlabelled photos" in report.verdict
     assert {"photos' frozen maps", "catalogue frozen maps"} <= pseudo["stages"]
     assert pseudo["count"] == 10  # the photos taught the backbone; only the catalogue is indexed
+    assert pseudo["archive"] == {"photos": 60, "current": True, "reranker": True}  # kept for the archive re-ranker
+    assert "60 photos joined the index's photo archive" in report.verdict
     tuning = BackboneTuning.load(pseudo["path"] / TUNING_DIR)
     assert tuning.fingerprint() == report.fingerprint
     assert {"kind": "self", "pseudo_labels": "propagate", "round": 2, "photos": 60}.items() <= tuning.facts.items()

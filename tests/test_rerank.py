@@ -94,7 +94,7 @@ def test_mask_iou_needs_localisation_and_names_are_checked() -> None:
     with pytest.raises(SettingsError, match="'mask_iou'.*localize.enabled is False"):
         Settings().replace(**{"rerank.chain": ["mask_iou"]})
     settings = Settings().replace(**{"rerank.chain": ["colbert"]})
-    with pytest.raises(UnknownNameError, match="Unknown re-ranker .colbert.; expected one of: diffusion, mask_iou"):
+    with pytest.raises(UnknownNameError, match="Unknown re-ranker .colbert.; expected one of: archive, diffusion, "):
         create_reranker("colbert", settings)
 
 

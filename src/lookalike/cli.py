@@ -507,7 +507,19 @@ def info_lines(facts: dict[str, Any]) -> list[tuple[str, str]]:
         lines.append(("vector index", settings["index"]["kind"]))
     if "classifier" in facts:
         lines.append(("classifier", classifier_line(facts["classifier"])))
+    if facts.get("archive"):
+        lines.append(("photo archive", archive_line(facts["archive"])))
     return lines
+
+
+def archive_line(archive: dict[str, Any]) -> str:
+    """The photo archive's size, and whether the "archive" re-ranker can use it."""
+    line = f"{archive['photos']} unlabelled photos"
+    if not archive["current"]:
+        return line + " made by another model: not used (`lookalike archive PHOTOS --replace` embeds them again)"
+    if not archive["reranker"]:
+        return line + ", not used: 'archive' is not in rerank.chain (`lookalike archive` with no photos adds it)"
+    return line + ", used by the 'archive' re-ranker"
 
 
 def tuning_line(fingerprint: Any, head: dict[str, Any] | None) -> str:
@@ -693,6 +705,14 @@ def train_embedding(
             "queries; not indexed): pseudo-labels fine-tune the backbone on them after the adaptation."
         ),
     ] = None,
+    archive_photos: Annotated[
+        bool,
+        typer.Option(
+            "--archive/--no-archive",
+            help="--photos: also keep them in the index's photo archive for the 'archive' re-ranker (`lookalike "
+            "archive`), embedded by the new model.",
+        ),
+    ] = True,
     settings_file: Annotated[Path | None, typer.Option("--settings", help="Settings JSON (its head section).")] = None,
     assign: Annotated[list[str] | None, typer.Option("--set", help="Any head setting: head.sos_weight=0.5")] = None,
     remove: Annotated[bool, typer.Option("--remove", help="Drop the learned transform: back to raw vectors.")] = False,
@@ -739,7 +759,13 @@ def train_embedding(
 
         with bar:
             report = engine.train_embedding(
-                head, items=products, progress=_epoch_printer(), on_stage=stage, force=force, photos=photo_files
+                head,
+                items=products,
+                progress=_epoch_printer(),
+                on_stage=stage,
+                force=force,
+                photos=photo_files,
+                archive=archive_photos,
             )
     if as_json:
         sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
@@ -1179,6 +1205,49 @@ def _rows_table(title: str, columns: list[str], rows: list[list[str]]) -> Any:
 def _product_of(path: Path) -> str:
     """Sample files are named <product>_<number>.jpg."""
     return path.stem.rsplit("_", 1)[0]
+
+
+@command()
+@friendly_errors
+def archive(
+    index_path: IndexOption,
+    photos: Annotated[
+        list[Path] | None, typer.Argument(help="Unlabelled photos of the catalogue's products, or folders of them.")
+    ] = None,
+    replace: Annotated[bool, typer.Option("--replace", help="Drop the photos kept so far first.")] = False,
+    clear: Annotated[bool, typer.Option("--clear", help="Drop the archive and stop using it.")] = False,
+    use: Annotated[
+        bool, typer.Option("--use/--no-use", help="Add the 'archive' re-ranker to the index's rerank.chain.")
+    ] = True,
+    wait: WaitOption = True,
+    timeout: TimeoutOption = None,
+) -> None:
+    """Keep unlabelled photos of your products beside the index (a photo archive, past queries).
+
+    They are never results: the 'archive' re-ranker links a query to the catalogue images of the archive
+    photos it resembles, which helps most when the catalogue has one studio image per product and queries
+    are phone photos. `train-embedding --kind self --photos DIR` keeps its photos here too. With no
+    photos: the archive's size, and (unless --no-use) the re-ranker switched on.
+    """
+    from lookalike.pipeline import Engine
+
+    with Engine.open(index_path, **lock_options(wait, timeout)) as engine:
+        if clear:
+            removed = engine.clear_archive()
+            console.print("cleared the photo archive" if removed else "the index has no photo archive")
+            return
+        if photos:
+            files = [file for path in photos for file in (_photo_files(path) if path.is_dir() else [str(path)])]
+            progress, update = _progress_bar("embedding archive photos")
+            with progress:
+                report = engine.archive_photos(
+                    files, replace=replace, use=use, on_stage=lambda stage, done, total: update(done, total)
+                )
+            console.print(f"added {report['added']} photos; the archive holds {report['photos']}", highlight=False)
+        elif use and engine.archive_info() is not None:
+            engine.use_archive()
+        facts = engine.archive_info()
+    console.print(archive_line(facts) if facts else "the index has no photo archive", highlight=False)
 
 
 model_app = typer.Typer(

@@ -11,6 +11,7 @@ engine owns the models' and the index's life cycle, serialises writes and times 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -53,6 +54,8 @@ DISTRIBUTED_COMMIT = 256  # images per transaction while indexing on Ray (result
 NO_CATEGORY = "(no category)"  # `info`'s name for images of older indexes stored without one
 PER_IMAGE_BLOBS = (RAW_BLOB, SILHOUETTE_BLOB, "sift")  # every blob stored per image ("sift": rerank/sift.py)
 MAX_ID = 2**63 - 1  # SQLite's largest integer: larger ids cannot name an image
+
+log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]  # (images done, images in all)
 StageCallback = Callable[[str, int, int], None]  # (stage, done, total)
@@ -414,6 +417,7 @@ class Engine:
             "runtime": {"embedder": self.featurizer.runtime, "note": self.featurizer.runtime_note},
             "head": self.store.get_meta("head"),
             "classifier": self._category_classifier().status(self.store),
+            "archive": self.archive_info(),
             "generation": self.store.generation,
             "size_bytes": _folder_size(self.path),
             "backend": self.catalog.backend(),
@@ -453,8 +457,30 @@ class Engine:
             self._check_runtime(report, repair)
         except LookalikeError as exc:
             report.problems.append(str(exc))
+        self._check_archive(report)
         check_files(self.store, report, hashes=hashes)
         return report
+
+    def _check_archive(self, report: CheckReport) -> None:
+        """The photo archive: readable, made by the index's model, its photos still there."""
+        from lookalike.index.archive import PhotoArchive
+
+        try:
+            archive = PhotoArchive.load(self.path)
+        except LookalikeError as exc:
+            report.problems.append(str(exc))
+            return
+        if archive is None:
+            return
+        if not archive.current_for(self.store.get_meta("embedder")):
+            report.problems.append(
+                f"photo archive: its {len(archive)} vectors were made by another model than the index's, so the "
+                "archive re-ranker leaves them out: `lookalike archive PHOTOS --replace` embeds them again"
+            )
+            return
+        gone = [path for path in archive.paths if not Path(path).is_file()]
+        note = f"photo archive: {len(archive)} photos, made by the index's model"
+        report.notes.append(note + (f"; {len(gone)} of their files are gone (the vectors stay)" if gone else ""))
 
     def _check_runtime(self, report: CheckReport, repair: bool) -> None:
         """Where queries embed: a missing ONNX export is a note (queries use torch), made by `repair`."""
@@ -541,6 +567,7 @@ class Engine:
         on_stage: StageCallback | None = None,
         force: bool = False,
         photos: Sequence[str | Path] | None = None,
+        archive: bool = True,
     ) -> EmbeddingReport:
         """Learn the index's own embedding from its products, then re-embed the index with it if it helps.
 
@@ -562,6 +589,8 @@ class Engine:
         archive or past queries; they are not indexed. After the adaptation, rounds of pseudo-labels
         (`head.adapt.pseudo_*`, `lookalike.embed.adapt.fit_pseudo_labels`) fine-tune the backbone on the
         photos each catalogue image recognises most clearly; `report.rounds` has each round's facts.
+        When the new embedding is installed and `archive` is true, the photos also join the index's photo
+        archive (`archive_photos`), embedded by the new model, for the "archive" re-ranker.
         """
         from lookalike.embed import train
 
@@ -575,7 +604,7 @@ class Engine:
             if settings.kind == "finetune":
                 return self._fine_tune(settings, items, progress, on_stage, force)
             if settings.kind == "self":
-                return self._adapt(settings, progress, on_stage, force, _checked_photos(photos or ()))
+                return self._adapt(settings, progress, on_stage, force, _checked_photos(photos or ()), archive)
             started = time.perf_counter()
             featurizer = self.featurizer
             ids, raw = train.raw_vectors(self.store, self._dim, featurizer.raw_dim, featurizer.transform is not None)
@@ -677,6 +706,86 @@ class Engine:
             self._install(featurizer.with_transform(None), ids, raw, None, None)
             return True
 
+    # -- photo archive
+    def archive_photos(
+        self,
+        photos: Iterable[str | Path],
+        *,
+        replace: bool = False,
+        use: bool = True,
+        on_stage: StageCallback | None = None,
+    ) -> dict[str, Any]:
+        """Keep unlabelled photos of the catalogue's products beside the index (its photo archive, see
+        `lookalike.index.archive`): embedded by the index's model, never returned as hits. The "archive"
+        re-ranker then reaches a catalogue image through the archive photos a query resembles.
+
+        `replace` drops the photos kept so far; `use` adds "archive" to `rerank.chain` (saved with the
+        index's settings; processes that have the index open see it when they open it again). An
+        unreadable photo raises an `ImageError` naming it, and the archive is left as it was.
+        """
+        from lookalike.index.archive import PhotoArchive
+
+        checked = _checked_photos(photos, "one of the photos given to the archive; nothing was added")
+        with self._writing("adding photos to the archive"):
+            featurizer = self._checked_featurizer()
+            done = None if on_stage is None else (lambda count, total: on_stage("archive photos", count, total))
+            added = PhotoArchive(checked, featurizer.embed_files(checked, progress=done), featurizer.fingerprint())
+            kept = None if replace else self._current_archive()
+            archive = added if kept is None else kept.merged(added)
+            archive.save(self.path)
+            if use:
+                self._use_archive_reranker(True)
+        return {"photos": len(archive), "added": len(added), "reranker": "archive" in self.settings.rerank.chain}
+
+    def clear_archive(self) -> bool:
+        """Drop the photo archive and take "archive" out of `rerank.chain`; False when there was none."""
+        from lookalike.index.archive import PhotoArchive
+
+        with self._writing("clearing the photo archive"):
+            removed = PhotoArchive.remove(self.path)
+            self._use_archive_reranker(False)
+        return removed
+
+    def use_archive(self, use: bool = True) -> None:
+        """Add "archive" to `rerank.chain` (or take it out), saved with the index's settings."""
+        from lookalike.index.archive import PhotoArchive
+
+        with self._writing("changing the re-ranking chain"):
+            if use and PhotoArchive.version(self.path) is None:
+                raise LookalikeError(
+                    f"{self.path}: the index has no photo archive for the 'archive' re-ranker to use; add photos "
+                    "first (`lookalike archive --index I PHOTOS`, or Engine.archive_photos)"
+                )
+            self._use_archive_reranker(use)
+
+    def archive_info(self) -> dict[str, Any] | None:
+        """The photo archive's size and whether its vectors are the index's model's; None when there is none."""
+        from lookalike.index.archive import PhotoArchive
+
+        archive = PhotoArchive.load(self.path)
+        if archive is None:
+            return None
+        return {"photos": len(archive), "current": archive.current_for(self.store.get_meta("embedder")),
+                "reranker": "archive" in self.settings.rerank.chain}  # fmt: skip
+
+    def _current_archive(self) -> Any:
+        """The saved archive when its vectors are the index's model's (an older one is re-embedded by
+        `_install`, so another means it was copied from elsewhere: dropped), else None."""
+        from lookalike.index.archive import PhotoArchive
+
+        archive = PhotoArchive.load(self.path)
+        if archive is None or not archive.current_for(self.store.get_meta("embedder")):
+            return None
+        return archive
+
+    def _use_archive_reranker(self, use: bool) -> None:
+        chain = tuple(name for name in self.settings.rerank.chain if name != "archive")
+        chain = (*chain, "archive") if use else chain
+        if chain != self.settings.rerank.chain:
+            self.settings = self.settings.replace(**{"rerank.chain": list(chain)})
+            _save_settings(self.path, self.settings)
+            self._rerankers, self._refreshed_generation = None, -1
+
     def _fine_tune(
         self,
         settings: HeadSettings,
@@ -710,6 +819,7 @@ class Engine:
         on_stage: StageCallback | None,
         force: bool,
         photos: list[str],
+        archive: bool,
     ) -> EmbeddingReport:
         """`train_embedding` with kind "self": label-free adaptation of the backbone's last stages to
         the catalogue's own images (see `lookalike.embed.adapt`), pseudo-labels on `photos` when
@@ -738,7 +848,13 @@ class Engine:
         if report.kept and photos:
             tuning = self._pseudo_labels(tuning, paths, photos, settings, report, progress, on_stage)
         if report.kept:
-            self._reembed(featurizer.with_tuning(tuning), train.head_meta(report), on_stage)
+            archived = photos if archive else ()
+            self._reembed(featurizer.with_tuning(tuning), train.head_meta(report), on_stage, archive_photos=archived)
+            if archived:
+                report.verdict += (
+                    f" The {len(archived)} photos joined the index's photo archive, embedded by the new model, "
+                    "for the 'archive' re-ranker (`lookalike archive --clear` drops them)."
+                )
         report.seconds = time.perf_counter() - started
         return report
 
@@ -802,7 +918,11 @@ class Engine:
         return segmenter_masks(self.featurizer.localizer or Localizer(self.settings.localize))
 
     def _reembed(
-        self, featurizer: Featurizer, meta: dict[str, Any] | None, on_stage: StageCallback | None = None
+        self,
+        featurizer: Featurizer,
+        meta: dict[str, Any] | None,
+        on_stage: StageCallback | None = None,
+        archive_photos: Sequence[str] = (),
     ) -> None:
         """Every image embedded again from its file by `featurizer`, then swapped in.
 
@@ -811,24 +931,58 @@ class Engine:
         """
         ids, paths = self._catalogue_paths()
         done = None if on_stage is None else (lambda count, total: on_stage("re-embedding", count, total))
-        self._install(featurizer, ids, featurizer.embed_files(paths, progress=done), None, meta)
+        vectors = featurizer.embed_files(paths, progress=done)
+        self._install(featurizer, ids, vectors, None, meta, archive_photos=archive_photos, on_stage=on_stage)
 
     def _install(
-        self, featurizer: Featurizer, ids: np.ndarray, vectors: np.ndarray, raw: np.ndarray | None, meta: Any
+        self,
+        featurizer: Featurizer,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        raw: np.ndarray | None,
+        meta: Any,
+        *,
+        archive_photos: Sequence[str] = (),
+        on_stage: StageCallback | None = None,
     ) -> None:
         """Write the new vectors (with each image's raw vector while a transform is installed), the new
-        featurizer's files and fingerprint, and swap it in, atomically for searches."""
+        featurizer's files and fingerprint, and swap it in, atomically for searches. The photo archive
+        (with `archive_photos` added) is embedded again by the new featurizer first."""
         fingerprint = featurizer.fingerprint()
         previous = self.featurizer
+        archive = self._archive_for(featurizer, archive_photos, on_stage)
         with self.catalog.writing():
             self.store.rewrite_vectors(
                 ids, vectors, blob=RAW_BLOB, blob_rows=raw if featurizer.transform is not None else None,
                 meta={"dim": featurizer.dim, "embedder": fingerprint, "head": meta},
             )  # fmt: skip
             featurizer.save(self.path, previous)
+            if archive is not None:
+                archive.save(self.path)
             self._featurizer = featurizer
             self.catalog.reset(featurizer.dim)
         self.catalog.save_snapshot()
+        if archive_photos:
+            self._use_archive_reranker(True)
+
+    def _archive_for(self, featurizer: Featurizer, added: Sequence[str], on_stage: StageCallback | None) -> Any:
+        """The photo archive's photos, with `added`, embedded by `featurizer`; None when there are none.
+        Photos whose files are gone since they were added are dropped, with a warning."""
+        from lookalike.index.archive import PhotoArchive
+        from lookalike.io.images import path_problem
+
+        kept = PhotoArchive.load(self.path)
+        paths = list(dict.fromkeys([*(kept.paths if kept is not None else []), *added]))
+        readable = [path for path in paths if path_problem(Path(path)) is None]
+        if len(readable) < len(paths):
+            log.warning("%s: %d archive photo(s) can no longer be read and leave the archive: %s", self.path,
+                        len(paths) - len(readable), ", ".join(sorted(set(paths) - set(readable))[:5]))  # fmt: skip
+        if not paths:
+            return None
+        if not readable:
+            return PhotoArchive([], np.zeros((0, featurizer.dim), np.float32), featurizer.fingerprint())
+        done = None if on_stage is None else (lambda count, total: on_stage("archive photos", count, total))
+        return PhotoArchive(readable, featurizer.embed_files(readable, progress=done), featurizer.fingerprint())
 
     def _catalogue_paths(self) -> tuple[np.ndarray, list[str]]:
         chunks = list(self.store.vectors(self._dim))
@@ -1213,13 +1367,15 @@ def _folder_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def _checked_photos(photos: Iterable[str | Path]) -> list[str]:
-    """`train_embedding`'s photos as paths, refused before any training when one cannot be opened."""
+def _checked_photos(
+    photos: Iterable[str | Path], context: str = "one of the photos given to learn from; nothing was trained"
+) -> list[str]:
+    """Photos (for training or the archive) as absolute paths, refused before any work when one cannot be opened."""
     from lookalike.io.images import path_problem
 
-    checked = [str(photo) for photo in photos]
+    checked = [str(Path(photo).absolute()) for photo in photos]
     for photo in checked:
         problem = path_problem(Path(photo))
         if problem is not None:
-            raise ImageError(photo, f"{problem} (one of the photos given to learn from; nothing was trained)")
+            raise ImageError(photo, f"{problem} ({context})")
     return checked

@@ -232,6 +232,28 @@ class DiffusionSettings:
 
 
 @dataclass(frozen=True)
+class ArchiveSettings:
+    """Diffusion over the catalogue and the index's photo archive (`lookalike archive`); settings chosen
+    on grocery-store's validation photos (docs/fine-tuning.md)."""
+
+    top_n: int = 100
+    weight: float = 0.2
+    graph_k: int = 30  # neighbours per node (catalogue image or archive photo) in the kNN graph
+    query_k: int = 7  # the query's nearest nodes that seed the diffusion
+    alpha: float = 0.95
+    gamma: float = 1.0  # similarities are raised to this power
+    keep: int = 200  # entries (catalogue images) kept per row of the precomputed matrix
+
+    def validate(self) -> None:
+        _check_rerank("archive", self.top_n, self.weight)
+        _check(0.0 < self.alpha < 1.0, f"rerank.archive.alpha must be in (0, 1), got {self.alpha}")
+        _check(self.graph_k >= 1, f"rerank.archive.graph_k must be >= 1, got {self.graph_k}")
+        _check(self.query_k >= 1, f"rerank.archive.query_k must be >= 1, got {self.query_k}")
+        _check(self.keep >= 1, f"rerank.archive.keep must be >= 1, got {self.keep}")
+        _check(self.gamma > 0, f"rerank.archive.gamma must be > 0, got {self.gamma}")
+
+
+@dataclass(frozen=True)
 class SiftSettings:
     """SIFT geometric verification."""
 
@@ -255,10 +277,11 @@ class RerankSettings:
     A new re-ranker adds its own settings class and one field here, named as it is registered.
     """
 
-    chain: tuple[str, ...] = ()  # names from lookalike.rerank: mask_iou, qe, diffusion, sift
+    chain: tuple[str, ...] = ()  # names from lookalike.rerank: mask_iou, qe, diffusion, archive, sift
     mask_iou: MaskIoUSettings = field(default_factory=MaskIoUSettings)
     qe: QueryExpansionSettings = field(default_factory=QueryExpansionSettings)
     diffusion: DiffusionSettings = field(default_factory=DiffusionSettings)
+    archive: ArchiveSettings = field(default_factory=ArchiveSettings)
     sift: SiftSettings = field(default_factory=SiftSettings)
 
     def validate(self) -> None:

@@ -1,6 +1,7 @@
 """Re-rankers of the vector search's top candidates, one module each, and their fusion."""
 
-from lookalike.rerank import diffusion as _diffusion  # noqa: F401  (each module registers its re-ranker)
+from lookalike.rerank import archive as _archive  # noqa: F401  (each module registers its re-ranker)
+from lookalike.rerank import diffusion as _diffusion  # noqa: F401
 from lookalike.rerank import mask_iou as _mask_iou  # noqa: F401
 from lookalike.rerank import query_expansion as _query_expansion  # noqa: F401
 from lookalike.rerank import sift as _sift  # noqa: F401

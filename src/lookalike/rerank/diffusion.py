@@ -42,7 +42,7 @@ class DiffusionReranker:
         self._folder = folder / FOLDER
         loaded = DiffusionMatrix.load(self._folder, generation)
         if loaded is None:
-            ids, vectors = _all_vectors(store, dim)
+            ids, vectors = stored_vectors(store, dim)
             loaded = DiffusionMatrix.build(ids, vectors, self.graph_k, self.alpha, self.gamma, self.keep)
             loaded.save(self._folder, generation)
         self._matrix = loaded
@@ -95,7 +95,7 @@ class DiffusionMatrix:
                     scores[target] += weight * float(value)
         return scores
 
-    def save(self, folder: Path, generation: int) -> None:
+    def save(self, folder: Path, generation: int | str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         temporary = folder / "matrix.tmp.npz"
         np.savez(temporary, ids=self.ids, indptr=self.indptr, indices=self.indices, values=self.values)
@@ -103,7 +103,7 @@ class DiffusionMatrix:
         (folder / "matrix.json").write_text(json.dumps({"generation": generation, "rows": len(self.ids)}))
 
     @classmethod
-    def load(cls, folder: Path, generation: int) -> DiffusionMatrix | None:
+    def load(cls, folder: Path, generation: int | str) -> DiffusionMatrix | None:
         meta = folder / "matrix.json"
         if not meta.exists() or json.loads(meta.read_text()).get("generation") != generation:
             return None
@@ -116,7 +116,8 @@ def _top_entries(rows: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:
     return top.astype(np.int32), np.take_along_axis(rows, top, axis=1).astype(np.float32)
 
 
-def _all_vectors(store: Any, dim: int) -> tuple[np.ndarray, np.ndarray]:
+def stored_vectors(store: Any, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every stored id and vector of the index, in the store's order."""
     chunks = list(store.vectors(dim))
     if not chunks:
         return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)

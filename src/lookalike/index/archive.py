@@ -1,0 +1,104 @@
+"""The index's photo archive: unlabelled photos of the catalogue's products kept beside it.
+
+A shop often has far more photos of its products (past queries, a photo archive with no product ids)
+than catalogue images. They are never search results; the "archive" re-ranker (`lookalike.rerank.archive`)
+uses them as extra nodes of its diffusion graph, so that a phone photo reaches the studio image of its
+product through photos like it.
+
+Stored as one file, `<index>/archive/archive.npz`, replaced atomically: `vectors` (float32, one row per
+photo, made by the index's featurizer), `paths` (each photo's file) and `meta` (JSON: format, the
+featurizer fingerprint the vectors were made with, when it was written). A new embedding re-embeds the
+photos from their files (`Engine._install`); vectors of another featurizer are never mixed with the
+index's (`current_for`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lookalike.errors import LookalikeError
+
+FOLDER = "archive"
+FILE = "archive.npz"
+FORMAT = 1
+
+
+@dataclass
+class PhotoArchive:
+    """The archive's photos, their vectors and the fingerprint of the featurizer that made them."""
+
+    paths: list[str]
+    vectors: np.ndarray
+    embedder: Any
+
+    def __post_init__(self) -> None:
+        if len(self.paths) != len(self.vectors):
+            raise LookalikeError(f"photo archive: {len(self.paths)} paths but {len(self.vectors)} vectors")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def current_for(self, embedder: Any) -> bool:
+        """Whether these vectors were made by the featurizer whose fingerprint is `embedder`."""
+        return self.embedder == embedder
+
+    def merged(self, other: PhotoArchive) -> PhotoArchive:
+        """This archive with `other`'s photos added; a photo already here takes `other`'s vector."""
+        if not self.current_for(other.embedder):
+            raise LookalikeError("photo archive: cannot merge vectors made by different featurizers")
+        replaced = set(other.paths)
+        kept = np.array([path not in replaced for path in self.paths], dtype=bool)
+        paths = [path for path, keep in zip(self.paths, kept, strict=True) if keep] + list(other.paths)
+        vectors = np.concatenate([self.vectors[kept].reshape(-1, other.vectors.shape[1]), other.vectors])
+        return PhotoArchive(paths, vectors.astype(np.float32), self.embedder)
+
+    def save(self, index_folder: Path) -> None:
+        folder = index_folder / FOLDER
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = json.dumps({"format": FORMAT, "embedder": self.embedder, "written_at": time.time()})
+        temporary = folder / f"{FILE}.{os.getpid()}.tmp"
+        with temporary.open("wb") as out:  # a file object: np.savez would add ".npz" to a name
+            np.savez(out, vectors=self.vectors.astype(np.float32), paths=np.array(self.paths, dtype=str), meta=meta)
+        temporary.replace(folder / FILE)
+
+    @classmethod
+    def load(cls, index_folder: Path) -> PhotoArchive | None:
+        """The saved archive, or None when the index has none."""
+        path = index_folder / FOLDER / FILE
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path) as data:
+                meta = json.loads(str(data["meta"]))
+                if meta.get("format") != FORMAT:
+                    raise LookalikeError(f"{path}: photo archive format {meta.get('format')!r} is not supported")
+                return cls([str(p) for p in data["paths"]], data["vectors"].astype(np.float32), meta["embedder"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise LookalikeError(
+                f"{path}: the photo archive cannot be read ({exc}); remove it with `lookalike archive --clear` "
+                "and add the photos again"
+            ) from None
+
+    @staticmethod
+    def remove(index_folder: Path) -> bool:
+        path = index_folder / FOLDER / FILE
+        if not path.is_file():
+            return False
+        path.unlink()
+        return True
+
+    @staticmethod
+    def version(index_folder: Path) -> tuple[int, int] | None:
+        """What changes when the archive is written (a stat, cheap enough for every query), or None."""
+        try:
+            stat = (index_folder / FOLDER / FILE).stat()
+        except FileNotFoundError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
