@@ -762,10 +762,11 @@ class Engine:
         """The photo archive's size and whether its vectors are the index's model's; None when there is none."""
         from lookalike.index.archive import PhotoArchive
 
-        archive = PhotoArchive.load(self.path)
-        if archive is None:
+        summary = PhotoArchive.summary(self.path)
+        if summary is None:
             return None
-        return {"photos": len(archive), "current": archive.current_for(self.store.get_meta("embedder")),
+        count, embedder = summary
+        return {"photos": count, "current": embedder == self.store.get_meta("embedder"),
                 "reranker": "archive" in self.settings.rerank.chain}  # fmt: skip
 
     def _current_archive(self) -> Any:

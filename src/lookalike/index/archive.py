@@ -87,6 +87,18 @@ class PhotoArchive:
             ) from None
 
     @staticmethod
+    def summary(index_folder: Path) -> tuple[int, Any] | None:
+        """How many photos the saved archive holds and its fingerprint, without reading the vectors."""
+        path = index_folder / FOLDER / FILE
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path) as data:  # an .npz reads each array only when asked for it
+                return len(data["paths"]), json.loads(str(data["meta"]))["embedder"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise LookalikeError(f"{path}: the photo archive cannot be read ({exc})") from None
+
+    @staticmethod
     def remove(index_folder: Path) -> bool:
         path = index_folder / FOLDER / FILE
         if not path.is_file():

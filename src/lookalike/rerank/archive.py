@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -48,44 +49,54 @@ class ArchiveReranker:
         self.top_n, self.weight = own.top_n, own.weight
         self.graph_k, self.query_k = own.graph_k, own.query_k
         self.alpha, self.gamma, self.keep = own.alpha, own.gamma, own.keep
-        self._matrix: DiffusionMatrix | None = None
-        self._photos = np.zeros((0, 0), np.float32)
+        # the matrix and the photos' vectors its rows -1, -2, ... stand for, swapped together
+        self._state: tuple[DiffusionMatrix, np.ndarray] | None = None
         self._source: tuple[Any, int, Path, int] | None = None
         self._version: tuple[int, int] | None = None
+        self._refreshing = threading.Lock()  # a server's query threads may all see a new archive at once
 
     def refresh(self, store: Any, dim: int, folder: Path, generation: int) -> None:
         """Load the saved matrix for this catalogue generation and archive, else build and save it."""
+        with self._refreshing:
+            self._refresh(store, dim, folder, generation)
+
+    def _refresh(self, store: Any, dim: int, folder: Path, generation: int) -> None:
         self._source, self._version = (store, dim, folder, generation), PhotoArchive.version(folder)
         archive = self._current_archive(store, folder)
-        self._photos = archive.vectors if archive is not None else np.zeros((0, dim), np.float32)
-        key = self._key(generation)
+        photos = archive.vectors if archive is not None else np.zeros((0, dim), np.float32)
+        key = self._key(generation, len(photos))
         matrix_folder = folder / MATRIX_FOLDER
         loaded = DiffusionMatrix.load(matrix_folder, key)
         if loaded is None:
             ids, vectors = stored_vectors(store, dim)
-            loaded = build_joint_matrix(ids, vectors, self._photos, self.graph_k, self.alpha, self.gamma, self.keep)
+            loaded = build_joint_matrix(ids, vectors, photos, self.graph_k, self.alpha, self.gamma, self.keep)
             loaded.save(matrix_folder, key)
-        self._matrix = loaded
+        self._state = (loaded, photos)
 
     def rescore(self, query: QueryContext, candidates: Sequence[Candidate]) -> np.ndarray:
         if self._source is not None and PhotoArchive.version(self._source[2]) != self._version:
-            self.refresh(*self._source)  # the archive was written since (by this process or another)
-        if self._matrix is None or not self._matrix.ids.size:
+            with self._refreshing:  # the archive was written since (by this process or another)
+                if PhotoArchive.version(self._source[2]) != self._version:
+                    self._refresh(*self._source)
+        if self._state is None or not self._state[0].ids.size:
             return np.zeros(len(candidates))
-        seed_ids, similarities = self._seeds(query.vector, candidates)
+        matrix, photos = self._state
+        seed_ids, similarities = self._seeds(query.vector, candidates, photos)
         weights = np.clip(similarities, 0.0, None) ** self.gamma
-        scores = self._matrix.combine(seed_ids, weights, [c.id for c in candidates])
+        scores = matrix.combine(seed_ids, weights, [c.id for c in candidates])
         top = scores.max(initial=0.0)
         return scores / top if top > 0 else scores
 
-    def _seeds(self, vector: np.ndarray, candidates: Sequence[Candidate]) -> tuple[list[int], np.ndarray]:
+    def _seeds(
+        self, vector: np.ndarray, candidates: Sequence[Candidate], photos: np.ndarray
+    ) -> tuple[list[int], np.ndarray]:
         """The query's `query_k` nearest nodes: catalogue candidates (by their vector score) and archive photos
         (ids -1 - row, as in the matrix)."""
         ids = [c.id for c in candidates]
         similarities = [c.scores.get("vector", c.score) for c in candidates]
-        if len(self._photos):
-            photo_similarities = self._photos @ vector.astype(np.float32)
-            nearest = np.argpartition(-photo_similarities, min(self.query_k, len(self._photos) - 1))[: self.query_k]
+        if len(photos):
+            photo_similarities = photos @ vector.astype(np.float32)
+            nearest = np.argpartition(-photo_similarities, min(self.query_k, len(photos) - 1))[: self.query_k]
             ids += [-1 - int(row) for row in nearest]
             similarities += photo_similarities[nearest].tolist()
         order = np.argsort(-np.asarray(similarities), kind="stable")[: self.query_k]
@@ -105,9 +116,9 @@ class ArchiveReranker:
             return None
         return archive
 
-    def _key(self, generation: int) -> str:
+    def _key(self, generation: int, photos: int) -> str:
         """What the saved matrix must match: the catalogue's generation, the archive's version, the settings."""
-        own = [self.graph_k, self.alpha, self.gamma, self.keep, self._version, len(self._photos)]
+        own = [self.graph_k, self.alpha, self.gamma, self.keep, self._version, photos]
         return f"{generation}:" + hashlib.sha1(json.dumps(own).encode()).hexdigest()[:16]
 
 

@@ -10,6 +10,8 @@ combination of a few precomputed rows.
 from __future__ import annotations
 
 import json
+import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -97,7 +99,7 @@ class DiffusionMatrix:
 
     def save(self, folder: Path, generation: int | str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        temporary = folder / "matrix.tmp.npz"
+        temporary = folder / f"matrix.{os.getpid()}.{threading.get_ident()}.tmp.npz"  # writers never share one
         np.savez(temporary, ids=self.ids, indptr=self.indptr, indices=self.indices, values=self.values)
         temporary.replace(folder / "matrix.npz")
         (folder / "matrix.json").write_text(json.dumps({"generation": generation, "rows": len(self.ids)}))
