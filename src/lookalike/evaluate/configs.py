@@ -24,7 +24,7 @@ from lookalike.evaluate.datasets import (
     grocery_store,
     shared_data_dir,
 )
-from lookalike.evaluate.harness import CARRY_STEP, PHOTOS_STEP, Config, evenly_spaced
+from lookalike.evaluate.harness import ARCHIVE_STEP, CARRY_STEP, PHOTOS_STEP, Config, evenly_spaced
 from lookalike.settings import Settings
 
 
@@ -116,7 +116,19 @@ PRESETS: dict[str, Preset] = {
         {"head.kind": "self"},
         prepare=(PHOTOS_STEP,),
         description="label-free adaptation, then pseudo-labels on the data set's training photos used as unlabelled "
-        "photos of the products (`train-embedding --kind self --photos DIR`; their labels are not read)",
+        "photos of the products (`train-embedding --kind self --photos DIR`; their labels are not read); the photos "
+        "then stay beside the index for the archive re-ranker",
+    ),
+    "archive": Preset(
+        prepare=(ARCHIVE_STEP,),
+        description="the data set's training photos kept beside the index as unlabelled photos of the products "
+        "(`lookalike archive DIR`; their labels are not read), used by the archive re-ranker; no training",
+    ),
+    "self-archive": Preset(
+        {"head.kind": "self"},
+        prepare=("train_embedding", ARCHIVE_STEP),
+        description="label-free adaptation on the gallery's own images, then the data set's training photos kept "
+        "beside the index for the archive re-ranker (no pseudo-label training)",
     ),
     "carry": Preset(
         prepare=(CARRY_STEP,),

@@ -41,6 +41,8 @@ MASK_THUMBNAIL = 96  # side (pixels) of the predicted masks kept per query, for 
 CARRY_STEP = "carry_model"
 # label-free adaptation of the gallery, then pseudo-labels on the data set's training photos (their labels unread)
 PHOTOS_STEP = "adapt_with_photos"
+# the data set's training photos kept beside the gallery's index for the archive re-ranker (their labels unread)
+ARCHIVE_STEP = "archive_photos"
 
 
 @dataclass(frozen=True)
@@ -205,11 +207,12 @@ def unmet_needs(dataset: Dataset, config: Config) -> list[str]:
             f"2 products with 2+ of them; the data set has {len(dataset.training)} training photos (a manifest: "
             "rows of split 'training')"
         )
-    if PHOTOS_STEP in config.prepare and not dataset.training:
-        needs.append(
-            f"it adapts the gallery with unlabelled photos ({PHOTOS_STEP}): the data set's training photos, of which "
-            "it has none (a manifest: rows of split 'training'; their product ids are not read)"
-        )
+    for step, what in ((PHOTOS_STEP, "adapts the gallery with"), (ARCHIVE_STEP, "keeps beside the gallery")):
+        if step in config.prepare and not dataset.training:
+            needs.append(
+                f"it {what} unlabelled photos ({step}): the data set's training photos, of which it has none "
+                "(a manifest: rows of split 'training'; their product ids are not read)"
+            )
     head = config.settings.head
     if "train_embedding" in config.prepare and head.kind not in ("pca", "self"):
         products = _products(dataset.gallery, head.label)
@@ -254,6 +257,10 @@ def _build(
                 photos = [entry.path for entry in dataset.training]
                 outcome = engine.train_embedding(photos=photos, force=True, on_stage=_stage(progress, config.name))
                 training[step] = training_facts("train_embedding", outcome)
+                continue
+            if step == ARCHIVE_STEP:
+                photos = [entry.path for entry in dataset.training]
+                training[step] = engine.archive_photos(photos, on_stage=_stage(progress, config.name))
                 continue
             facts = training_facts(step, _prepare_step(engine, config, step)())
             if facts is not None:
