@@ -26,6 +26,10 @@ def test_unknown_keys_and_bad_values_are_named() -> None:
         Settings().replace(**{"embed.gem_p": 0.5})
     with pytest.raises(SettingsError, match="unknown setting 'embed.size'; expected one of: embed.model"):
         Settings().replace(**{"embed.size": 3})
+    with pytest.raises(SettingsError, match="rerank.archive.query_k must be >= 1"):  # shares diffusion's checks
+        Settings().replace(**{"rerank.archive.query_k": 0})
+    with pytest.raises(SettingsError, match="rerank.diffusion.gamma must be >= 0"):
+        Settings().replace(**{"rerank.diffusion.gamma": -1.0})
 
 
 def test_integers_are_accepted_for_floats_and_settings_are_frozen() -> None:

@@ -12,7 +12,7 @@ import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from lookalike.errors import SettingsError
 
@@ -215,42 +215,36 @@ class QueryExpansionSettings:
 class DiffusionSettings:
     """Diffusion over the catalogue's kNN graph."""
 
+    section: ClassVar[str] = "diffusion"  # its name under `rerank`, for messages
     top_n: int = 100
     weight: float = 0.5
-    graph_k: int = 30  # neighbours per catalogue image in the kNN graph
-    query_k: int = 10  # the query's neighbours that seed the diffusion
+    graph_k: int = 30  # neighbours per node in the kNN graph
+    query_k: int = 10  # the query's nearest nodes that seed the diffusion
     alpha: float = 0.99
     gamma: float = 3.0  # similarities are raised to this power
-    keep: int = 200  # entries kept per row of the precomputed diffusion matrix
+    keep: int = 200  # entries (catalogue images) kept per row of the precomputed diffusion matrix
 
     def validate(self) -> None:
-        _check_rerank("diffusion", self.top_n, self.weight)
-        _check(0.0 < self.alpha < 1.0, f"rerank.diffusion.alpha must be in (0, 1), got {self.alpha}")
-        _check(self.graph_k >= 1, f"rerank.diffusion.graph_k must be >= 1, got {self.graph_k}")
-        _check(self.query_k >= 1, f"rerank.diffusion.query_k must be >= 1, got {self.query_k}")
-        _check(self.keep >= 1, f"rerank.diffusion.keep must be >= 1, got {self.keep}")
+        name = f"rerank.{self.section}"
+        _check_rerank(self.section, self.top_n, self.weight)
+        _check(0.0 < self.alpha < 1.0, f"{name}.alpha must be in (0, 1), got {self.alpha}")
+        _check(self.graph_k >= 1, f"{name}.graph_k must be >= 1, got {self.graph_k}")
+        _check(self.query_k >= 1, f"{name}.query_k must be >= 1, got {self.query_k}")
+        _check(self.keep >= 1, f"{name}.keep must be >= 1, got {self.keep}")
+        _check(self.gamma >= 0, f"{name}.gamma must be >= 0, got {self.gamma}")
 
 
 @dataclass(frozen=True)
-class ArchiveSettings:
-    """Diffusion over the catalogue and the index's photo archive (`lookalike archive`); settings chosen
-    on grocery-store's validation photos (docs/fine-tuning.md)."""
+class ArchiveSettings(DiffusionSettings):
+    """Diffusion over the catalogue and the index's photo archive (`lookalike archive`): the graph's
+    nodes are catalogue images and archive photos. Defaults chosen on grocery-store's validation photos
+    (docs/fine-tuning.md)."""
 
-    top_n: int = 100
+    section: ClassVar[str] = "archive"
     weight: float = 0.2
-    graph_k: int = 30  # neighbours per node (catalogue image or archive photo) in the kNN graph
-    query_k: int = 7  # the query's nearest nodes that seed the diffusion
+    query_k: int = 7
     alpha: float = 0.95
-    gamma: float = 1.0  # similarities are raised to this power
-    keep: int = 200  # entries (catalogue images) kept per row of the precomputed matrix
-
-    def validate(self) -> None:
-        _check_rerank("archive", self.top_n, self.weight)
-        _check(0.0 < self.alpha < 1.0, f"rerank.archive.alpha must be in (0, 1), got {self.alpha}")
-        _check(self.graph_k >= 1, f"rerank.archive.graph_k must be >= 1, got {self.graph_k}")
-        _check(self.query_k >= 1, f"rerank.archive.query_k must be >= 1, got {self.query_k}")
-        _check(self.keep >= 1, f"rerank.archive.keep must be >= 1, got {self.keep}")
-        _check(self.gamma > 0, f"rerank.archive.gamma must be > 0, got {self.gamma}")
+    gamma: float = 1.0
 
 
 @dataclass(frozen=True)
