@@ -658,6 +658,9 @@ def markdown(payload: dict[str, Any]) -> str:
                        ("eth80", "eth80-dev cross-view instance retrieval")):  # fmt: skip
         if key in payload:
             lines += [f"## {title}\n", _md(payload[key]["rows"]), ""]
+    if payload.get("pseudo", {}).get("labels"):
+        lines += ["## Pseudo-labels against the train photos' product ids (read by the benchmark only)\n",
+                  _md(payload["pseudo"]["labels"]), ""]  # fmt: skip
     if "ablation" in payload:
         lines += ["## Ablation: photo->catalogue with one augmentation off\n", _md(payload["ablation"]), ""]
     walls = [
