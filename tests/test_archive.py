@@ -224,3 +224,29 @@ def test_the_archive_command(engine: Engine, samples: Path) -> None:
     assert json.loads((engine.path / "settings.json").read_text())["rerank"]["chain"] == []
     missing = runner.invoke(app, ["archive", "--index", index, str(samples / "nothing-here.jpg")])
     assert missing.exit_code != 0 and "nothing-here.jpg" in missing.output
+
+
+def test_a_server_sees_photos_another_writer_archives(samples: Path, tmp_path: Path) -> None:
+    pytest.importorskip("fastapi", reason="the server extra is not installed: pip install 'lookalike[server]'")
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastapi.testclient import TestClient
+
+    from lookalike.server import create_app
+
+    path, photo = tmp_path / "studio.index", samples / "queries" / KNOWN_PHOTO
+    with Engine.create(path, Settings().replace(**SMALL, **{"rerank.chain": ["archive"]})) as engine:
+        engine.add([samples / "iconic"])
+
+    def first_products(client: TestClient) -> list[str]:
+        files = {"file": (photo.name, photo.read_bytes(), "image/jpeg")}
+        hits = client.post("/api/search?k=3", files=files).json()["hits"]
+        return [product_of(hit["name"].replace("_Iconic", "_0")) for hit in hits]
+
+    with Engine.open(path) as serving, TestClient(create_app(serving)) as client:
+        assert first_products(client)[0] != "Tropicana-Apple-Juice"  # no archive yet
+        with Engine.open(path) as writer:  # another writer, as another process would be
+            writer.archive_photos(_photos(samples))
+        with ThreadPoolExecutor(max_workers=4) as pool:  # the first queries after the write refresh at once
+            answers = list(pool.map(lambda _: first_products(client), range(4)))
+        assert all(answer[0] == "Tropicana-Apple-Juice" for answer in answers), answers

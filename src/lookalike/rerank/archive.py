@@ -49,10 +49,10 @@ class ArchiveReranker:
         self.top_n, self.weight = own.top_n, own.weight
         self.graph_k, self.query_k = own.graph_k, own.query_k
         self.alpha, self.gamma, self.keep = own.alpha, own.gamma, own.keep
-        # the matrix and the photos' vectors its rows -1, -2, ... stand for, swapped together
-        self._state: tuple[DiffusionMatrix, np.ndarray] | None = None
+        # the matrix, the photos' vectors its rows -1, -2, ... stand for and the archive version they come
+        # from, swapped together: a query never pairs one with another's
+        self._state: tuple[DiffusionMatrix, np.ndarray, tuple[int, int] | None] | None = None
         self._source: tuple[Any, int, Path, int] | None = None
-        self._version: tuple[int, int] | None = None
         self._refreshing = threading.Lock()  # a server's query threads may all see a new archive at once
 
     def refresh(self, store: Any, dim: int, folder: Path, generation: int) -> None:
@@ -61,31 +61,37 @@ class ArchiveReranker:
             self._refresh(store, dim, folder, generation)
 
     def _refresh(self, store: Any, dim: int, folder: Path, generation: int) -> None:
-        self._source, self._version = (store, dim, folder, generation), PhotoArchive.version(folder)
+        self._source, version = (store, dim, folder, generation), PhotoArchive.version(folder)
         archive = self._current_archive(store, folder)
         photos = archive.vectors if archive is not None else np.zeros((0, dim), np.float32)
-        key = self._key(generation, len(photos))
+        key = self._key(generation, version, len(photos))
         matrix_folder = folder / MATRIX_FOLDER
         loaded = DiffusionMatrix.load(matrix_folder, key)
         if loaded is None:
             ids, vectors = stored_vectors(store, dim)
             loaded = build_joint_matrix(ids, vectors, photos, self.graph_k, self.alpha, self.gamma, self.keep)
             loaded.save(matrix_folder, key)
-        self._state = (loaded, photos)
+        self._state = (loaded, photos, version)
 
     def rescore(self, query: QueryContext, candidates: Sequence[Candidate]) -> np.ndarray:
-        if self._source is not None and PhotoArchive.version(self._source[2]) != self._version:
+        if self._stale():
             with self._refreshing:  # the archive was written since (by this process or another)
-                if PhotoArchive.version(self._source[2]) != self._version:
-                    self._refresh(*self._source)
+                if self._stale():
+                    self._refresh(*self._source)  # type: ignore[misc]
         if self._state is None or not self._state[0].ids.size:
             return np.zeros(len(candidates))
-        matrix, photos = self._state
+        matrix, photos, _ = self._state
         seed_ids, similarities = self._seeds(query.vector, candidates, photos)
         weights = np.clip(similarities, 0.0, None) ** self.gamma
         scores = matrix.combine(seed_ids, weights, [c.id for c in candidates])
         top = scores.max(initial=0.0)
         return scores / top if top > 0 else scores
+
+    def _stale(self) -> bool:
+        """Whether the archive on disk is not the one the matrix in use was built from."""
+        if self._source is None or self._state is None:
+            return False
+        return PhotoArchive.version(self._source[2]) != self._state[2]
 
     def _seeds(
         self, vector: np.ndarray, candidates: Sequence[Candidate], photos: np.ndarray
@@ -116,9 +122,9 @@ class ArchiveReranker:
             return None
         return archive
 
-    def _key(self, generation: int, photos: int) -> str:
+    def _key(self, generation: int, version: tuple[int, int] | None, photos: int) -> str:
         """What the saved matrix must match: the catalogue's generation, the archive's version, the settings."""
-        own = [self.graph_k, self.alpha, self.gamma, self.keep, self._version, photos]
+        own = [self.graph_k, self.alpha, self.gamma, self.keep, version, photos]
         return f"{generation}:" + hashlib.sha1(json.dumps(own).encode()).hexdigest()[:16]
 
 
