@@ -205,8 +205,11 @@ def test_a_new_embedding_embeds_the_archive_again(engine: Engine, sample_queries
     archive = PhotoArchive.load(engine.path)
     assert archive is not None and archive.vectors.shape == (20, 32)
     assert np.allclose(archive.vectors[0], engine.embed([sample_queries[0]])[0], atol=1e-4)
-    PhotoArchive(archive.paths, archive.vectors, {"another": "model"}).save(engine.path)
+    PhotoArchive(archive.paths, archive.vectors * 0, {"another": "model"}).save(engine.path)
     assert any("made by another model" in problem for problem in engine.check().problems)
+    assert any("embedded its 20 readable photos again" in fixed for fixed in engine.check(repair=True).repaired)
+    repaired = PhotoArchive.load(engine.path)
+    assert engine.check().ok and repaired is not None and np.allclose(repaired.vectors, archive.vectors, atol=1e-4)
 
 
 def test_the_archive_command(engine: Engine, samples: Path) -> None:

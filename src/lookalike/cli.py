@@ -516,7 +516,7 @@ def archive_line(archive: dict[str, Any]) -> str:
     """The photo archive's size, and whether the "archive" re-ranker can use it."""
     line = f"{archive['photos']} unlabelled photos"
     if not archive["current"]:
-        return line + " made by another model: not used (`lookalike archive PHOTOS --replace` embeds them again)"
+        return line + " made by another model: not used (`lookalike check --repair` embeds them again)"
     if not archive["reranker"]:
         return line + ", not used: 'archive' is not in rerank.chain (`lookalike archive` with no photos adds it)"
     return line + ", used by the 'archive' re-ranker"

@@ -457,12 +457,13 @@ class Engine:
             self._check_runtime(report, repair)
         except LookalikeError as exc:
             report.problems.append(str(exc))
-        self._check_archive(report)
+        self._check_archive(report, repair)
         check_files(self.store, report, hashes=hashes)
         return report
 
-    def _check_archive(self, report: CheckReport) -> None:
-        """The photo archive: readable, made by the index's model, its photos still there."""
+    def _check_archive(self, report: CheckReport, repair: bool) -> None:
+        """The photo archive: readable, made by the index's model, its photos still there. `repair`
+        embeds a stale archive's photos again with the index's model."""
         from lookalike.index.archive import PhotoArchive
 
         try:
@@ -473,10 +474,17 @@ class Engine:
         if archive is None:
             return
         if not archive.current_for(self.store.get_meta("embedder")):
-            report.problems.append(
-                f"photo archive: its {len(archive)} vectors were made by another model than the index's, so the "
-                "archive re-ranker leaves them out: `lookalike archive PHOTOS --replace` embeds them again"
-            )
+            problem = f"photo archive: its {len(archive)} vectors were made by another model than the index's"
+            if repair:
+                with self._writing("embedding the photo archive again"):
+                    renewed = self._archive_for(self._checked_featurizer(), (), None)
+                    if renewed is not None:
+                        renewed.save(self.path)
+                report.repaired.append(f"{problem}; embedded its {len(renewed or ())} readable photos again")
+            else:
+                report.problems.append(
+                    f"{problem}, so the archive re-ranker leaves them out: `lookalike check --repair` embeds them again"
+                )
             return
         gone = [path for path in archive.paths if not Path(path).is_file()]
         note = f"photo archive: {len(archive)} photos, made by the index's model"

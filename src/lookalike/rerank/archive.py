@@ -115,7 +115,7 @@ class ArchiveReranker:
         if not archive.current_for(store.get_meta("embedder")):
             log.warning(
                 "%s: the photo archive's %d vectors were made by another model than the index's; the archive "
-                "re-ranker leaves them out. Add the photos again (`lookalike archive`) to use them.",
+                "re-ranker leaves them out; `lookalike check --repair` embeds them again.",
                 folder,
                 len(archive),
             )
