@@ -30,7 +30,7 @@ import numpy as np
 from lookalike.graph import knn_affinity, normalise_graph, solve_diffusion
 from lookalike.index.archive import PhotoArchive
 from lookalike.rerank.base import Candidate, Needs, QueryContext, register_reranker
-from lookalike.rerank.diffusion import DiffusionMatrix, stored_vectors
+from lookalike.rerank.diffusion import DiffusionMatrix, DiffusionReranker, stored_vectors
 from lookalike.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,15 +40,14 @@ BLOCK = 256  # catalogue columns solved at once: memory is (catalogue + photos) 
 
 
 @register_reranker("archive")
-class ArchiveReranker:
+class ArchiveReranker(DiffusionReranker):
+    """Diffusion (its settings, `rerank.archive`) over the catalogue and the photo archive."""
+
     name = "archive"
     needs = Needs(catalogue=True)
 
     def __init__(self, settings: Settings) -> None:
-        own = settings.rerank.archive
-        self.top_n, self.weight = own.top_n, own.weight
-        self.graph_k, self.query_k = own.graph_k, own.query_k
-        self.alpha, self.gamma, self.keep = own.alpha, own.gamma, own.keep
+        self._configure(settings.rerank.archive)
         # the matrix, the photos' vectors its rows -1, -2, ... stand for and the archive version they come
         # from, swapped together: a query never pairs one with another's
         self._state: tuple[DiffusionMatrix, np.ndarray, tuple[int, int] | None] | None = None

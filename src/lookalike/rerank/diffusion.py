@@ -20,7 +20,7 @@ import numpy as np
 
 from lookalike.graph import knn_affinity, normalise_graph, solve_diffusion
 from lookalike.rerank.base import Candidate, Needs, QueryContext, register_reranker
-from lookalike.settings import Settings
+from lookalike.settings import DiffusionSettings, Settings
 
 FOLDER = "diffusion"
 BLOCK = 512  # columns solved at once: memory is n x BLOCK floats
@@ -32,12 +32,14 @@ class DiffusionReranker:
     needs = Needs(catalogue=True)
 
     def __init__(self, settings: Settings) -> None:
-        own = settings.rerank.diffusion
+        self._configure(settings.rerank.diffusion)
+        self._matrix: DiffusionMatrix | None = None
+        self._folder: Path | None = None
+
+    def _configure(self, own: DiffusionSettings) -> None:
         self.top_n, self.weight = own.top_n, own.weight
         self.graph_k, self.query_k = own.graph_k, own.query_k
         self.alpha, self.gamma, self.keep = own.alpha, own.gamma, own.keep
-        self._matrix: DiffusionMatrix | None = None
-        self._folder: Path | None = None
 
     def refresh(self, store: Any, dim: int, folder: Path, generation: int) -> None:
         """Load the saved matrix if it matches `generation`, else rebuild it from the stored vectors."""
