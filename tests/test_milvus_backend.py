@@ -337,3 +337,23 @@ def _new_item(path: str, blobs: dict[str, bytes] | None = None) -> Any:
     from lookalike.index import NewItem
 
     return NewItem(path, "Banana", "0" * 64, np.zeros(4, np.float32), blobs=blobs or {})
+
+
+def test_the_photo_archive_and_its_reranker_on_milvus(tmp_path: Path, sample_queries: list[Path]) -> None:
+    from lookalike.settings import HeadSettings
+
+    small = {"rerank.archive.graph_k": 5, "rerank.archive.query_k": 7, "rerank.archive.weight": 0.5}
+    photo = next(query for query in sample_queries if query.name == "Tropicana-Apple-Juice_015.jpg")
+
+    def rank(engine: Engine) -> int:
+        names = [product_of(hit.path.replace("_Iconic", "_0")) for hit in engine.search(photo, k=10).hits]
+        return names.index("Tropicana-Apple-Juice") + 1
+
+    with Engine.create(tmp_path / "studio.index", _settings(tmp_path, **small)) as engine:
+        engine.add([SAMPLES / "iconic"])
+        before = rank(engine)
+        report = engine.archive_photos(sorted((SAMPLES / "catalog").rglob("*.jpg")))
+        assert report == {"photos": 60, "added": 60, "reranker": True}
+        assert (before, rank(engine)) == (3, 1)  # as on the embedded backend (tests/test_archive.py)
+        engine.train_embedding(HeadSettings(kind="pca", dim=8), force=True)
+        assert engine.archive_info() == {"photos": 60, "current": True, "reranker": True}
