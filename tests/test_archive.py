@@ -253,3 +253,41 @@ def test_a_server_sees_photos_another_writer_archives(samples: Path, tmp_path: P
         with ThreadPoolExecutor(max_workers=4) as pool:  # the first queries after the write refresh at once
             answers = list(pool.map(lambda _: first_products(client), range(4)))
         assert all(answer[0] == "Tropicana-Apple-Juice" for answer in answers), answers
+
+
+def test_the_archive_through_the_rest_api(studio: dict, samples: Path, tmp_path: Path) -> None:
+    pytest.importorskip("fastapi", reason="the server extra is not installed: pip install 'lookalike[server]'")
+    from fastapi.testclient import TestClient
+
+    from lookalike.server import ServerSettings, create_app
+
+    key = "correct-horse-battery-staple"
+    copy = tmp_path / "studio.index"
+    shutil.copytree(studio["path"], copy)
+    photos = sorted((samples / "queries").iterdir())[:3]
+    files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in photos]
+    with Engine.open(copy) as engine:
+        with TestClient(create_app(engine, ServerSettings(warm_up=False))) as closed:
+            assert closed.get("/api/archive").json() == {"photos": 60, "current": True, "reranker": True, "added": 0}
+            assert closed.post("/api/archive", files=files).status_code == 403  # writes off: refused
+            assert closed.delete("/api/archive").status_code == 403
+        settings = ServerSettings(warm_up=False, allow_writes=True, api_key=key)
+        with TestClient(create_app(engine, settings)) as client:
+            assert client.post("/api/archive", files=files).status_code == 401  # no key
+            bad = client.post("/api/archive", files=[("files", ("x.jpg", b"not a photo", "image/jpeg"))],
+                              headers={"X-API-Key": key})  # fmt: skip
+            assert bad.status_code == 422 and "x.jpg" in bad.text
+            assert client.get("/api/archive").json()["photos"] == 60  # the bad request changed nothing
+            added = client.post("/api/archive", files=files, headers={"X-API-Key": key})
+            assert added.status_code == 201, added.text
+            assert added.json() == {"photos": 63, "current": True, "reranker": True, "added": 3}
+            kept = list((copy / "archive" / "photos").rglob("*.jpg"))
+            assert len(kept) == 3 and all(path.stat().st_size for path in kept)
+            again = client.post("/api/archive", files=files, headers={"X-API-Key": key})
+            assert again.status_code == 200 and again.json()["photos"] == 63  # the same photos: no new ones
+            query = {"file": (photos[0].name, photos[0].read_bytes(), "image/jpeg")}
+            hits = client.post("/api/search?k=3", files=query)
+            assert "archive" in hits.json()["hits"][0]["scores"]
+            cleared = client.delete("/api/archive", headers={"X-API-Key": key})
+            assert cleared.json() == {"photos": 0, "current": True, "reranker": False, "added": 0}
+            assert not (copy / "archive" / "photos").exists()

@@ -169,6 +169,15 @@ class RemoveOut(BaseModel):
     removed: list[int]
 
 
+class ArchiveOut(BaseModel):
+    """The photo archive: its photos, whether they are the index's model's, whether the re-ranker is on."""
+
+    photos: int
+    current: bool
+    reranker: bool
+    added: int = 0  # photos this request added (a photo already in the archive is embedded again, not counted)
+
+
 class CategoryChangeOut(BaseModel):
     """An image filed under another category: it keeps its vector and gets a new id."""
 

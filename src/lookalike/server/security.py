@@ -17,14 +17,17 @@ from lookalike.server.config import ServerSettings
 from lookalike.server.errors import error_response
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-WRITE_ROUTES = "/api/items"  # POST /api/items, DELETE /api/items/{id}: everything under it that is not a read
+# POST /api/items, DELETE /api/items/{id}, POST and DELETE /api/archive: everything under them that is not a read
+WRITE_ROUTES = ("/api/items", "/api/archive")
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _ECHO_LIMIT = 200  # characters of a client's header quoted back in a message
 
 
 def is_write(method: str, path: str) -> bool:
     """Whether a request changes the catalogue (and so passes the write guard)."""
-    return method.upper() in WRITE_METHODS and (path == WRITE_ROUTES or path.startswith(WRITE_ROUTES + "/"))
+    if method.upper() not in WRITE_METHODS:
+        return False
+    return any(path == route or path.startswith(route + "/") for route in WRITE_ROUTES)
 
 
 class WriteGuardMiddleware:
