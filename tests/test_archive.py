@@ -181,7 +181,7 @@ def test_the_archive_is_kept_and_switched_on(studio: dict) -> None:
     assert saved["rerank"]["chain"] == ["archive"]
 
 
-def test_an_unreadable_photo_is_named_and_the_archive_kept(studio: dict, tmp_path: Path) -> None:
+def test_an_unreadable_photo_is_named_and_the_archive_kept(studio: dict, samples: Path, tmp_path: Path) -> None:
     copy = tmp_path / "studio.index"
     shutil.copytree(studio["path"], copy)
     broken = tmp_path / "broken.jpg"
@@ -191,6 +191,7 @@ def test_an_unreadable_photo_is_named_and_the_archive_kept(studio: dict, tmp_pat
             engine.archive_photos([broken])
         assert engine.archive_info()["photos"] == 60
         assert engine.clear_archive() and engine.archive_info() is None
+        assert not (copy / "archive").exists() and all(p.is_file() for p in _photos(samples))
         assert engine.settings.rerank.chain == ()
         assert not engine.clear_archive()
         with pytest.raises(LookalikeError, match="no photo archive"):

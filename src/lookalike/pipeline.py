@@ -746,11 +746,14 @@ class Engine:
         return {"photos": len(archive), "added": len(added), "reranker": "archive" in self.settings.rerank.chain}
 
     def clear_archive(self) -> bool:
-        """Drop the photo archive and take "archive" out of `rerank.chain`; False when there was none."""
-        from lookalike.index.archive import PhotoArchive
+        """Drop the photo archive and take "archive" out of `rerank.chain`; False when there was none.
+        The archive folder goes with it: its matrices and the photos uploaded into it (the server's copies);
+        photos elsewhere are not touched."""
+        from lookalike.index.archive import FOLDER, PhotoArchive
 
         with self._writing("clearing the photo archive"):
             removed = PhotoArchive.remove(self.path)
+            shutil.rmtree(self.path / FOLDER, ignore_errors=True)
             self._use_archive_reranker(False)
         return removed
 

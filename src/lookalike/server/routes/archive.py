@@ -7,7 +7,6 @@ archive deletes only those files. Adding and clearing are writes: the same guard
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -72,8 +71,7 @@ def clear_archive(context: Context) -> ArchiveOut:
     """Drop the archive, switch the re-ranker off and delete the photos uploaded to it. A write."""
     with context.writing():
         context.check_index()
-        context.engine.clear_archive()
-        shutil.rmtree(_photos_dir(context), ignore_errors=True)
+        context.engine.clear_archive()  # the archive folder goes, the uploaded photos with it
     return _out(context, added=0)
 
 
