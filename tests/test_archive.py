@@ -220,7 +220,7 @@ def test_the_archive_command(engine: Engine, samples: Path) -> None:
     assert added.exit_code == 0, added.output
     assert "added 20 photos" in added.output and "used by the 'archive' re-ranker" in added.output
     info = runner.invoke(app, ["info", "--index", index])
-    assert "photo archive" in info.output and "20 unlabelled photos" in info.output
+    assert "archive:" in info.output and "20 unlabelled photos" in info.output
     cleared = runner.invoke(app, ["archive", "--index", index, "--clear"])
     assert cleared.exit_code == 0 and "cleared the photo archive" in cleared.output
     empty = runner.invoke(app, ["archive", "--index", index])

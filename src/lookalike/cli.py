@@ -508,7 +508,7 @@ def info_lines(facts: dict[str, Any]) -> list[tuple[str, str]]:
     if "classifier" in facts:
         lines.append(("classifier", classifier_line(facts["classifier"])))
     if facts.get("archive"):
-        lines.append(("photo archive", archive_line(facts["archive"])))
+        lines.append(("archive", archive_line(facts["archive"])))
     return lines
 
 
