@@ -219,6 +219,8 @@ def test_the_archive_command(engine: Engine, samples: Path) -> None:
     added = runner.invoke(app, ["archive", "--index", index, str(samples / "queries")])
     assert added.exit_code == 0, added.output
     assert "added 20 photos" in added.output and "used by the 'archive' re-ranker" in added.output
+    state = runner.invoke(app, ["archive", "--index", index, "--json"])
+    assert json.loads(state.output) == {"archive": {"photos": 20, "current": True, "reranker": True}, "added": None}
     info = runner.invoke(app, ["info", "--index", index])
     assert "archive:" in info.output and "20 unlabelled photos" in info.output
     cleared = runner.invoke(app, ["archive", "--index", index, "--clear"])

@@ -1219,6 +1219,7 @@ def archive(
     use: Annotated[
         bool, typer.Option("--use/--no-use", help="Add the 'archive' re-ranker to the index's rerank.chain.")
     ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="The archive's state afterwards, as JSON.")] = False,
     wait: WaitOption = True,
     timeout: TimeoutOption = None,
 ) -> None:
@@ -1232,22 +1233,28 @@ def archive(
     from lookalike.pipeline import Engine
 
     with Engine.open(index_path, **lock_options(wait, timeout)) as engine:
+        added = None
         if clear:
             removed = engine.clear_archive()
-            console.print("cleared the photo archive" if removed else "the index has no photo archive")
-            return
-        if photos:
+            if not as_json:
+                console.print("cleared the photo archive" if removed else "the index has no photo archive")
+        elif photos:
             files = [file for path in photos for file in (_photo_files(path) if path.is_dir() else [str(path)])]
             progress, update = _progress_bar("embedding archive photos")
             with progress:
                 report = engine.archive_photos(
                     files, replace=replace, use=use, on_stage=lambda stage, done, total: update(done, total)
                 )
-            console.print(f"added {report['added']} photos; the archive holds {report['photos']}", highlight=False)
+            added = report["added"]
+            if not as_json:
+                console.print(f"added {added} photos; the archive holds {report['photos']}", highlight=False)
         elif use and engine.archive_info() is not None:
             engine.use_archive()
         facts = engine.archive_info()
-    console.print(archive_line(facts) if facts else "the index has no photo archive", highlight=False)
+    if as_json:
+        sys.stdout.write(json.dumps({"archive": facts, "added": added}) + "\n")
+    elif not clear:
+        console.print(archive_line(facts) if facts else "the index has no photo archive", highlight=False)
 
 
 model_app = typer.Typer(
