@@ -87,7 +87,7 @@ def test_photos_carry_a_query_to_the_product_they_show(tmp_path: Path) -> None:
 
 def test_an_archive_of_another_model_is_left_out(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     scene = _scene()
-    with caplog.at_level(logging.WARNING, logger="lookalike.rerank.archive"):
+    with caplog.at_level(logging.WARNING, logger="lookalike.index.archive"):
         assert _ranking(tmp_path, scene, scene["photos"], embedder="model-b") == [1, 0]
     assert "another model" in caplog.text
 

@@ -738,7 +738,7 @@ class Engine:
             featurizer = self._checked_featurizer()
             done = None if on_stage is None else (lambda count, total: on_stage("archive photos", count, total))
             added = PhotoArchive(checked, featurizer.embed_files(checked, progress=done), featurizer.fingerprint())
-            kept = None if replace else self._current_archive()
+            kept = None if replace else PhotoArchive.load_current(self.path, self.store.get_meta("embedder"))
             archive = added if kept is None else kept.merged(added)
             archive.save(self.path)
             if use:
@@ -779,16 +779,6 @@ class Engine:
         count, embedder = summary
         return {"photos": count, "current": embedder == self.store.get_meta("embedder"),
                 "reranker": "archive" in self.settings.rerank.chain}  # fmt: skip
-
-    def _current_archive(self) -> Any:
-        """The saved archive when its vectors are the index's model's (an older one is re-embedded by
-        `_install`, so another means it was copied from elsewhere: dropped), else None."""
-        from lookalike.index.archive import PhotoArchive
-
-        archive = PhotoArchive.load(self.path)
-        if archive is None or not archive.current_for(self.store.get_meta("embedder")):
-            return None
-        return archive
 
     def _use_archive_reranker(self, use: bool) -> None:
         chain = tuple(name for name in self.settings.rerank.chain if name != "archive")

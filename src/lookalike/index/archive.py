@@ -15,6 +15,7 @@ index's (`current_for`).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from typing import Any
 import numpy as np
 
 from lookalike.errors import LookalikeError
+
+log = logging.getLogger(__name__)
 
 FOLDER = "archive"
 FILE = "archive.npz"
@@ -85,6 +88,22 @@ class PhotoArchive:
                 f"{path}: the photo archive cannot be read ({exc}); remove it with `lookalike archive --clear` "
                 "and add the photos again"
             ) from None
+
+    @classmethod
+    def load_current(cls, index_folder: Path, embedder: Any) -> PhotoArchive | None:
+        """The saved archive when its vectors are those of the model fingerprinted `embedder`, else None:
+        vectors of another model (an archive copied from elsewhere: a new embedding re-embeds the archive)
+        are left out, with a warning."""
+        archive = cls.load(index_folder)
+        if archive is None or archive.current_for(embedder):
+            return archive
+        log.warning(
+            "%s: the photo archive's %d vectors were made by another model than the index's and are left out; "
+            "`lookalike check --repair` embeds them again",
+            index_folder,
+            len(archive),
+        )
+        return None
 
     @staticmethod
     def summary(index_folder: Path) -> tuple[int, Any] | None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,8 +31,6 @@ from lookalike.index.archive import PhotoArchive
 from lookalike.rerank.base import Candidate, Needs, QueryContext, register_reranker
 from lookalike.rerank.diffusion import DiffusionMatrix, DiffusionReranker, stored_vectors
 from lookalike.settings import Settings
-
-log = logging.getLogger(__name__)
 
 MATRIX_FOLDER = "archive/diffusion"
 BLOCK = 256  # catalogue columns solved at once: memory is (catalogue + photos) x BLOCK floats
@@ -61,7 +58,7 @@ class ArchiveReranker(DiffusionReranker):
 
     def _refresh(self, store: Any, dim: int, folder: Path, generation: int) -> None:
         self._source, version = (store, dim, folder, generation), PhotoArchive.version(folder)
-        archive = self._current_archive(store, folder)
+        archive = PhotoArchive.load_current(folder, store.get_meta("embedder"))
         photos = archive.vectors if archive is not None else np.zeros((0, dim), np.float32)
         key = self._key(generation, version, len(photos))
         matrix_folder = folder / MATRIX_FOLDER
@@ -107,20 +104,6 @@ class ArchiveReranker(DiffusionReranker):
         order = np.argsort(-np.asarray(similarities), kind="stable")[: self.query_k]
         return [ids[i] for i in order], np.asarray(similarities, dtype=np.float64)[order]
 
-    def _current_archive(self, store: Any, folder: Path) -> PhotoArchive | None:
-        archive = PhotoArchive.load(folder)
-        if archive is None or not len(archive):
-            return None
-        if not archive.current_for(store.get_meta("embedder")):
-            log.warning(
-                "%s: the photo archive's %d vectors were made by another model than the index's; the archive "
-                "re-ranker leaves them out; `lookalike check --repair` embeds them again.",
-                folder,
-                len(archive),
-            )
-            return None
-        return archive
-
     def _key(self, generation: int, version: tuple[int, int] | None, photos: int) -> str:
         """What the saved matrix must match: the catalogue's generation, the archive's version, the settings."""
         own = [self.graph_k, self.alpha, self.gamma, self.keep, version, photos]
@@ -133,9 +116,9 @@ def build_joint_matrix(
     """Rows for the catalogue images (`ids`) then the photos (ids -1, -2, ...), each holding its largest
     `keep` entries of L over the catalogue's columns."""
     n_catalogue = len(ids)
-    if n_catalogue == 0:
+    if n_catalogue == 0 or len(photos) == 0:  # the catalogue alone: its rows are its columns (L is symmetric)
         return DiffusionMatrix.build(ids, vectors, k, alpha, gamma, keep)
-    nodes = np.concatenate([vectors, photos]).astype(np.float32) if len(photos) else vectors.astype(np.float32)
+    nodes = np.concatenate([vectors, photos]).astype(np.float32)
     node_ids = np.concatenate([np.asarray(ids, np.int64), -1 - np.arange(len(photos), dtype=np.int64)])
     normalised = normalise_graph(knn_affinity(nodes, k, gamma))
     keep = min(keep, n_catalogue)
