@@ -288,6 +288,7 @@ def test_the_archive_through_the_rest_api(studio: dict, samples: Path, tmp_path:
             assert len(kept) == 3 and all(path.stat().st_size for path in kept)
             again = client.post("/api/archive", files=files, headers={"X-API-Key": key})
             assert again.status_code == 200 and again.json()["photos"] == 63  # the same photos: no new ones
+            assert again.json()["added"] == 0
             query = {"file": (photos[0].name, photos[0].read_bytes(), "image/jpeg")}
             hits = client.post("/api/search?k=3", files=query)
             assert "archive" in hits.json()["hits"][0]["scores"]

@@ -729,7 +729,8 @@ class Engine:
 
         `replace` drops the photos kept so far; `use` adds "archive" to `rerank.chain` (saved with the
         index's settings; processes that have the index open see it when they open it again). An
-        unreadable photo raises an `ImageError` naming it, and the archive is left as it was.
+        unreadable photo raises an `ImageError` naming it, and the archive is left as it was. Returns the
+        archive's size, how many photos were new to it, and whether the re-ranker is on.
         """
         from lookalike.index.archive import PhotoArchive
 
@@ -743,7 +744,8 @@ class Engine:
             archive.save(self.path)
             if use:
                 self._use_archive_reranker(True)
-        return {"photos": len(archive), "added": len(added), "reranker": "archive" in self.settings.rerank.chain}
+        new = len(archive) - (len(kept) if kept is not None else 0)  # photos already kept are embedded again only
+        return {"photos": len(archive), "added": new, "reranker": "archive" in self.settings.rerank.chain}
 
     def clear_archive(self) -> bool:
         """Drop the photo archive and take "archive" out of `rerank.chain`; False when there was none.
