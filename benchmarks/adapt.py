@@ -43,7 +43,7 @@ from _common import RESULTS, ROOT, machine, progress_printer, require, table
 
 KS = (1, 5, 10, 20)
 CACHE = Path(os.environ.get("LOOKALIKE_ADAPT_CACHE", ROOT / "benchmarks" / "cache" / "adapt"))
-PARTS = ("catalog", "ablation", "carry", "pseudo", "archive", "photos", "eth80", "check")
+PARTS = ("catalog", "ablation", "carry", "pseudo", "archive", "views", "photos", "eth80", "check")
 # photo->photo: 2,640 images; fewer views keep the views, maps and training near one hour on 2 cores
 PHOTO_CHANGES = {
     "head.adapt.views": 4,
@@ -142,24 +142,31 @@ def reranked(
     g_labels: np.ndarray,
     chain: Sequence[str],
     archive: np.ndarray | None = None,
+    views: tuple[np.ndarray, np.ndarray] | None = None,
+    settings: Any = None,
 ) -> dict:
-    """`retrieval` after the engine's re-rankers `chain` (lookalike.rerank, default settings) re-score
-    each query's top candidates, as `Engine.search` applies them to an index holding `gallery` (and
-    `archive`, unlabelled photos' vectors, as its photo archive)."""
+    """`retrieval` after the engine's re-rankers `chain` (lookalike.rerank, `settings` or the defaults)
+    re-score each query's top candidates, as `Engine.search` applies them to an index holding `gallery`
+    (and `archive`, unlabelled photos' vectors, as its photo archive; `views`, (owners, vectors), as its
+    catalogue views)."""
     import tempfile
 
     from lookalike.evaluate.metrics import count_relevant, retrieval_report
     from lookalike.index.archive import PhotoArchive
+    from lookalike.index.views import CatalogueViews
     from lookalike.rerank import Candidate, QueryData, apply_chain, create_reranker
     from lookalike.settings import Settings
 
-    rerankers, store = [create_reranker(name, Settings()) for name in chain], _Vectors(gallery)
+    settings = settings or Settings()
+    rerankers, store = [create_reranker(name, settings) for name in chain], _Vectors(gallery)
     scores = queries @ gallery.T
     order = np.argsort(-scores, axis=1, kind="stable")
     with tempfile.TemporaryDirectory(prefix="lookalike-rerank-") as folder:  # the index folder, while queries run
         if archive is not None:
             paths = [f"photo-{i}" for i in range(len(archive))]
             PhotoArchive(paths, archive, store.get_meta("embedder")).save(Path(folder))
+        if views is not None:
+            CatalogueViews(*views, store.get_meta("embedder"), 0, "").save(Path(folder))
         for reranker in rerankers:
             if reranker.needs.catalogue:  # e.g. the diffusion matrix, built from the stored vectors
                 reranker.refresh(store, gallery.shape[1], Path(folder), 0)
@@ -464,21 +471,9 @@ def label_accuracy(
 def run_archive(ctx: Context, data: dict[str, Any]) -> None:
     """The "archive" re-ranker (default settings, chosen on the val photos) over the pseudo part's last
     round and over its teacher, with the 2,640 train photos as the index's photo archive."""
-    from lookalike.embed.finetune import BackboneTuning
-    from lookalike.evaluate.datasets import grocery_store_entries
 
-    saved = CACHE / "tunings" / "pseudo-last-round"
-    if "_pseudo" not in ctx.results and "pseudo" in os.environ.get("LOOKALIKE_ADAPT_REUSE", "").split(","):
-        print(f"archive: reusing the pseudo part's last round saved in {saved} (LOOKALIKE_ADAPT_REUSE)")
-        teacher = adapt(ctx, "all on", [e.path for e in data["splits"]["iconic"]], ctx.settings)["tuning"]
-        ctx.results["_pseudo"] = {"teacher": teacher, "tuning": BackboneTuning.load(saved)}
-    if "_pseudo" not in ctx.results:
-        run_pseudo(ctx, data)
-    val = grocery_store_entries(require("grocery-store"), "val")
-    query_sets = {
-        "test": (data["maps"]["test"], data["labels"]["test"]),
-        "val": (ctx.maps("grocery-val", [e.path for e in val]), np.array([e.item for e in val])),
-    }
+    _pseudo_models(ctx, data, "archive")
+    query_sets = _query_sets(ctx, data)
     photo_maps = ctx.maps("grocery-train", [e.path for e in data["splits"]["train"]])
     rows = []
     for model in ("teacher", "tuning"):
@@ -505,6 +500,85 @@ def run_archive(ctx: Context, data: dict[str, Any]) -> None:
         "settings": Settings().rerank.archive.__dict__,
         "load_average": load_average(),
     }
+
+
+def _pseudo_models(ctx: Context, data: dict[str, Any], part: str) -> None:
+    """The pseudo part's teacher and last round: from this run, saved ones (LOOKALIKE_ADAPT_REUSE), or run now."""
+    from lookalike.embed.finetune import BackboneTuning
+
+    saved = CACHE / "tunings" / "pseudo-last-round"
+    if "_pseudo" not in ctx.results and "pseudo" in os.environ.get("LOOKALIKE_ADAPT_REUSE", "").split(","):
+        print(f"{part}: reusing the pseudo part's last round saved in {saved} (LOOKALIKE_ADAPT_REUSE)")
+        teacher = adapt(ctx, "all on", [e.path for e in data["splits"]["iconic"]], ctx.settings)["tuning"]
+        ctx.results["_pseudo"] = {"teacher": teacher, "tuning": BackboneTuning.load(saved)}
+    if "_pseudo" not in ctx.results:
+        run_pseudo(ctx, data)
+
+
+def _query_sets(ctx: Context, data: dict[str, Any]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """grocery's test photos and the val photos that re-ranker settings are chosen on: (maps, labels)."""
+    from lookalike.evaluate.datasets import grocery_store_entries
+
+    val = grocery_store_entries(require("grocery-store"), "val")
+    return {
+        "test": (data["maps"]["test"], data["labels"]["test"]),
+        "val": (ctx.maps("grocery-val", [e.path for e in val]), np.array([e.item for e in val])),
+    }
+
+
+def view_maps(ctx: Context, data: dict[str, Any], count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The engine's catalogue views of the iconic images (`make_catalogue_views`, keyed by row) through the
+    frozen stages, cached: (owners, maps (n * count, c, h, w) float16). Each model's tail runs on them."""
+    from lookalike.embed.adapt import make_catalogue_views
+    from lookalike.embed.finetune import trunk_maps
+
+    iconic = [e.path for e in data["splits"]["iconic"]]
+    file = CACHE / f"views-grocery-iconic-{count}-{ctx.embedder.name}-b{ctx.first}.npy"
+    owners = np.repeat(np.arange(len(iconic)), count)
+    if not file.is_file():
+        network, shape, report = ctx.embedder.network(), [], progress_printer()
+
+        def maps(pictures: list[Any]) -> np.ndarray:
+            made = trunk_maps(network, ctx.embedder.pixels(pictures), ctx.first)
+            shape[:] = made.shape[1:]
+            return made.reshape(len(made), -1)
+
+        started = time.perf_counter()
+        rows = range(len(iconic))
+        flat = make_catalogue_views(maps, Loader(iconic), len(iconic), rows, rows, ctx.settings.head, count,
+                                    ctx.segment(), lambda d, t: report("views", d, t))  # fmt: skip
+        print(f"views: {len(flat)} views made and mapped in {time.perf_counter() - started:.0f} s", flush=True)
+        np.save(file, flat.astype(np.float16).reshape(len(flat), *shape))
+    return owners, np.load(file)[:, None]
+
+
+def run_views(ctx: Context, data: dict[str, Any]) -> None:
+    """The "views" re-ranker (`lookalike views`): rerank.views.count phone-photo views of each iconic image,
+    made by the engine; over the pseudo part's last round and its teacher, alone and before the archive
+    re-ranker (2,640 unlabelled photos); each `best` on the val photos (settings are chosen there) and test."""
+    from lookalike.settings import Settings
+
+    _pseudo_models(ctx, data, "views")
+    count = ctx.settings.rerank.views.count
+    owners, maps = view_maps(ctx, data, count)
+    photo_maps = ctx.maps("grocery-train", [e.path for e in data["splits"]["train"]])
+    rows = []
+    for model in ("tuning", "teacher"):
+        tail = ctx.tail(ctx.results["_pseudo"][model])
+        name = "label-free teacher" if model == "teacher" else "+ pseudo-labels, last round"
+        gallery, photos, views = vectors(tail, data["maps"]["iconic"]), vectors(tail, photo_maps), vectors(tail, maps)
+        for split, (query_maps, labels) in _query_sets(ctx, data).items():
+            queries, g_labels = vectors(tail, query_maps), data["labels"]["iconic"]
+            for best in (1, 2, 3, 4, 5) if model == "tuning" else (3,):
+                settings = Settings().replace(**{"rerank.views.best": best})
+                for chain in (("views",), ("views", "archive")):
+                    archive = photos if "archive" in chain else None
+                    figures = reranked(queries, labels, gallery, g_labels, chain, archive, (owners, views), settings)
+                    rows.append({"model": name, "chain": " + ".join(chain), "best": best, "queries": split,
+                                 "views": count, **figures})  # fmt: skip
+                    print(table(rows[-1:], list(rows[-1])), flush=True)
+    print("\nphoto->catalogue with the views re-ranker\n" + table(rows, list(rows[0])))
+    ctx.results["views"] = {"rows": rows, "settings": Settings().rerank.views.__dict__, "load_average": load_average()}
 
 
 def _public(adapted: dict[str, Any]) -> dict[str, Any]:
@@ -634,7 +708,7 @@ def write(ctx: Context, args: argparse.Namespace) -> None:
         payload = {**json.loads(previous.read_text()), **payload}
     for name in args.merge:  # parts measured by another run: benchmarks/results/<name>.json, or a path
         other = json.loads((Path(name) if name.endswith(".json") else RESULTS / f"{name}.json").read_text())
-        parts = ("photo2catalog", "ablation", "carry", "pseudo", "archive", "photo2photo", "eth80", "check")
+        parts = ("photo2catalog", "ablation", "carry", "pseudo", "archive", "views", "photo2photo", "eth80", "check")
         payload.update({key: other[key] for key in (*parts, "top1_changes") if key in other})
     previous.write_text(json.dumps(payload, indent=2, default=float) + "\n")
     (RESULTS / f"{args.name}.md").write_text(markdown(payload))
@@ -654,6 +728,7 @@ def markdown(payload: dict[str, Any]) -> str:
                        ("carry", "photo->catalogue: model-carry route and combined"),
                        ("pseudo", "photo->catalogue: label-free, then pseudo-labels on 2,640 unlabelled photos"),
                        ("archive", "photo->catalogue: archive re-ranker, 2,640 unlabelled photos kept with the index"),
+                       ("views", "photo->catalogue: views re-ranker (phone-photo views of each catalogue image)"),
                        ("photo2photo", "grocery-store photo->photo, no labels (2,485 queries, 2,640 photos)"),
                        ("eth80", "eth80-dev cross-view instance retrieval")):  # fmt: skip
         if key in payload:
@@ -716,7 +791,8 @@ def main() -> None:
             run_eth80(ctx)
         else:
             {"catalog": run_catalog, "ablation": run_ablation, "carry": run_carry, "pseudo": run_pseudo,
-             "archive": run_archive, "photos": run_photos, "check": run_check}[part](ctx, data)  # fmt: skip
+             "archive": run_archive, "views": run_views, "photos": run_photos,
+             "check": run_check}[part](ctx, data)  # fmt: skip
         write(ctx, args)
 
 

@@ -230,9 +230,9 @@ def test_evaluation_runs_both_routes_and_shows_the_top1_changes(samples: Path, t
             writer.writerow([str(samples / row["path"]), row["item"], row["category"], split[row["split"]]])
     quick = {"head.finetune_epochs": 1, "head.finetune_stages": 1, "head.adapt.views": 2, "head.adapt.epochs": 1,
              "head.adapt.background": 0, "head.adapt.pile": 0, "head.adapt.pseudo_rounds": 1,
-             "head.adapt.pseudo_epochs": 1}  # fmt: skip
+             "head.adapt.pseudo_epochs": 1, "rerank.views.count": 2}  # fmt: skip
     configs = [create_config("baseline")]
-    for name in ("self", "carry", "carry-self", "self-photos", "archive"):
+    for name in ("self", "carry", "carry-self", "self-photos", "archive", "views"):
         preset = create_config(name)
         configs.append(Config(name, preset.settings.replace(**quick), preset.search, preset.prepare))
     evaluation = run(manifest, configs, limit=6, latency_queries=0, samples=2, out=tmp_path / "out",
@@ -244,6 +244,8 @@ def test_evaluation_runs_both_routes_and_shows_the_top1_changes(samples: Path, t
     rounds = results["self-photos"].training["adapt_with_photos"]["rounds"]
     assert len(rounds) == 1 and rounds[0]["photos"] == 60 and rounds[0]["photos_kept"] > 0
     assert results["archive"].training["archive_photos"] == {"photos": 60, "added": 60, "reranker": True}
+    views = {"images": 10, "missing": 0, "count": 2, "current": True, "reranker": True}
+    assert results["views"].training["make_views"] == views
     assert len(list((tmp_path / "work").glob("carry-*.index"))) == 1  # both carrying configurations share the model
     for name in ("self", "carry", "carry-self"):
         changes = results[name].top1_changes

@@ -509,6 +509,8 @@ def info_lines(facts: dict[str, Any]) -> list[tuple[str, str]]:
         lines.append(("classifier", classifier_line(facts["classifier"])))
     if facts.get("archive"):
         lines.append(("archive", archive_line(facts["archive"])))
+    if facts.get("views"):
+        lines.append(("views", views_line(facts["views"])))
     return lines
 
 
@@ -520,6 +522,18 @@ def archive_line(archive: dict[str, Any]) -> str:
     if not archive["reranker"]:
         return line + ", not used: 'archive' is not in rerank.chain (`lookalike archive` with no photos adds it)"
     return line + ", used by the 'archive' re-ranker"
+
+
+def views_line(views: dict[str, Any]) -> str:
+    """The catalogue views: how many, for how many images, and whether the "views" re-ranker uses them."""
+    line = f"{views['count']} phone-photo views of each of {views['images']} catalogue images"
+    if views["missing"]:
+        line += f" ({views['missing']} images have none: `lookalike check --repair` makes them)"
+    if not views["current"]:
+        return line + ", made by another model: not used (`lookalike check --repair` makes them again)"
+    if not views["reranker"]:
+        return line + ", not used: 'views' is not in rerank.chain (`lookalike views --info --use` adds it)"
+    return line + ", used by the 'views' re-ranker"
 
 
 def tuning_line(fingerprint: Any, head: dict[str, Any] | None) -> str:
@@ -1255,6 +1269,55 @@ def archive(
         sys.stdout.write(json.dumps({"archive": facts, "added": added}) + "\n")
     elif not clear:
         console.print(archive_line(facts) if facts else "the index has no photo archive", highlight=False)
+
+
+@command()
+@friendly_errors
+def views(
+    index_path: IndexOption,
+    count: Annotated[
+        int | None, typer.Option("--count", min=1, help="Views per catalogue image (default rerank.views.count).")
+    ] = None,
+    info: Annotated[
+        bool, typer.Option("--info", help="Only show the views' state (with --use/--no-use: switch).")
+    ] = False,
+    clear: Annotated[bool, typer.Option("--clear", help="Drop the views and stop using them.")] = False,
+    use: Annotated[
+        bool | None, typer.Option("--use/--no-use", help="Put the 'views' re-ranker in the index's rerank.chain.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The views' state afterwards, as JSON.")] = False,
+    wait: WaitOption = True,
+    timeout: TimeoutOption = None,
+) -> None:
+    """Make phone-photo views of every catalogue image (other backgrounds, crops, slants, light, blur, hands),
+    embedded by the index's model and kept beside the index.
+
+    The 'views' re-ranker then scores each candidate by the query's best matches among its image and its
+    views: it helps most when the catalogue has one studio image per product and queries are phone photos.
+    Costs `count` embeddings per catalogue image, once; added images get theirs as they are added, and a
+    new embedding makes them all again. Made with the index's head.adapt augmentation settings.
+    """
+    from lookalike.pipeline import Engine
+
+    with Engine.open(index_path, **lock_options(wait, timeout)) as engine:
+        if clear:
+            removed = engine.clear_views()
+            if not as_json:
+                console.print("cleared the catalogue views" if removed else "the index has no catalogue views")
+        elif info:
+            if use is not None and engine.views_info() is not None:
+                engine.use_views(use)
+        else:
+            progress, update = _progress_bar("making catalogue views")
+            with progress:
+                engine.make_views(
+                    count=count, use=use is not False, on_stage=lambda stage, done, total: update(done, total)
+                )
+        facts = engine.views_info()
+    if as_json:
+        sys.stdout.write(json.dumps({"views": facts}) + "\n")
+    elif not clear:
+        console.print(views_line(facts) if facts else "the index has no catalogue views", highlight=False)
 
 
 model_app = typer.Typer(

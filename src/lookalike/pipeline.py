@@ -418,6 +418,7 @@ class Engine:
             "head": self.store.get_meta("head"),
             "classifier": self._category_classifier().status(self.store),
             "archive": self.archive_info(),
+            "views": self.views_info(),
             "generation": self.store.generation,
             "size_bytes": _folder_size(self.path),
             "backend": self.catalog.backend(),
@@ -458,6 +459,7 @@ class Engine:
         except LookalikeError as exc:
             report.problems.append(str(exc))
         self._check_archive(report, repair)
+        self._check_views(report, repair)
         check_files(self.store, report, hashes=hashes)
         return report
 
@@ -489,6 +491,34 @@ class Engine:
         gone = [path for path in archive.paths if not Path(path).is_file()]
         note = f"photo archive: {len(archive)} photos, made by the index's model"
         report.notes.append(note + (f"; {len(gone)} of their files are gone (the vectors stay)" if gone else ""))
+
+    def _check_views(self, report: CheckReport, repair: bool) -> None:
+        """The catalogue views: readable, made by the index's model, one set per catalogue image. `repair`
+        makes what is missing or stale."""
+        from lookalike.index.views import CatalogueViews
+
+        try:
+            views = CatalogueViews.load(self.path)
+            info = self.views_info()
+        except LookalikeError as exc:
+            report.problems.append(str(exc))
+            return
+        if views is None or info is None:
+            return
+        problem = None
+        if not info["current"]:
+            problem = "catalogue views: made by another model than the index's, so the views re-ranker leaves them out"
+        elif info["missing"]:
+            problem = f"catalogue views: {info['missing']} catalogue image(s) have none (they keep their vector score)"
+        if problem is None:
+            report.notes.append(f"catalogue views: {info['count']} for each of the {info['images']} images")
+        elif repair:
+            with self._writing("making the catalogue views"):
+                kept = views if info["current"] else None
+                self._views_for(self._checked_featurizer(), kept, None).save(self.path)
+            report.repaired.append(f"{problem}; made them")
+        else:
+            report.problems.append(f"{problem}: `lookalike check --repair` makes them")
 
     def _check_runtime(self, report: CheckReport, repair: bool) -> None:
         """Where queries embed: a missing ONNX export is a note (queries use torch), made by `repair`."""
@@ -743,7 +773,7 @@ class Engine:
             archive = added if kept is None else kept.merged(added)
             archive.save(self.path)
             if use:
-                self._use_archive_reranker(True)
+                self._use_reranker("archive", True)
         new = len(archive) - (len(kept) if kept is not None else 0)  # photos already kept are embedded again only
         return {"photos": len(archive), "added": new, "reranker": "archive" in self.settings.rerank.chain}
 
@@ -756,7 +786,7 @@ class Engine:
         with self._writing("clearing the photo archive"):
             removed = PhotoArchive.remove(self.path)
             shutil.rmtree(self.path / FOLDER, ignore_errors=True)
-            self._use_archive_reranker(False)
+            self._use_reranker("archive", False)
         return removed
 
     def use_archive(self, use: bool = True) -> None:
@@ -769,7 +799,7 @@ class Engine:
                     f"{self.path}: the index has no photo archive for the 'archive' re-ranker to use; add photos "
                     "first (`lookalike archive --index I PHOTOS`, or Engine.archive_photos)"
                 )
-            self._use_archive_reranker(use)
+            self._use_reranker("archive", use)
 
     def archive_info(self) -> dict[str, Any] | None:
         """The photo archive's size and whether its vectors are the index's model's; None when there is none."""
@@ -782,13 +812,126 @@ class Engine:
         return {"photos": count, "current": embedder == self.store.get_meta("embedder"),
                 "reranker": "archive" in self.settings.rerank.chain}  # fmt: skip
 
-    def _use_archive_reranker(self, use: bool) -> None:
-        chain = tuple(name for name in self.settings.rerank.chain if name != "archive")
-        chain = (*chain, "archive") if use else chain
+    # -- catalogue views
+    def make_views(
+        self, *, count: int | None = None, use: bool = True, on_stage: StageCallback | None = None
+    ) -> dict[str, Any]:
+        """Make `count` (default `rerank.views.count`) phone-photo views of every catalogue image, embedded
+        by the index's model and kept beside the index (`lookalike.index.views`); the "views" re-ranker
+        then scores a candidate by the query's best matches among its image and its views. They follow
+        the catalogue from then on: added images get theirs, a new embedding makes them all again.
+
+        `use` puts "views" first in `rerank.chain` (saved with the index's settings). Costs `count`
+        embeddings per catalogue image. Returns `views_info()`."""
+        with self._writing("making catalogue views"):
+            if not self.store.count():
+                raise LookalikeError(
+                    f"{self.path}: the index holds no images to make views of; add the catalogue first"
+                )
+            if count is not None and count != self.settings.rerank.views.count:
+                self.settings = self.settings.replace(**{"rerank.views.count": count})
+                _save_settings(self.path, self.settings)
+                self._rerankers, self._refreshed_generation = None, -1
+            views = self._views_for(self._checked_featurizer(), None, on_stage)
+            views.save(self.path)
+            if use:
+                self._use_reranker("views", True)
+        info = self.views_info()
+        assert info is not None  # just saved
+        return info
+
+    def clear_views(self) -> bool:
+        """Drop the catalogue views and take "views" out of `rerank.chain`; False when there were none."""
+        from lookalike.index.views import FOLDER, CatalogueViews
+
+        with self._writing("clearing the catalogue views"):
+            removed = CatalogueViews.remove(self.path)
+            shutil.rmtree(self.path / FOLDER, ignore_errors=True)
+            self._use_reranker("views", False)
+        return removed
+
+    def use_views(self, use: bool = True) -> None:
+        """Put "views" first in `rerank.chain` (or take it out), saved with the index's settings."""
+        from lookalike.index.views import CatalogueViews
+
+        with self._writing("changing the re-ranking chain"):
+            if use and CatalogueViews.version(self.path) is None:
+                raise LookalikeError(
+                    f"{self.path}: the index has no catalogue views for the 'views' re-ranker to use; make them "
+                    "first (`lookalike views --index I`, or Engine.make_views)"
+                )
+            self._use_reranker("views", use)
+
+    def views_info(self) -> dict[str, Any] | None:
+        """How many catalogue images have views, how many each, whether the index's model made them and
+        whether the re-ranker uses them; None when there are none."""
+        from lookalike.index.views import CatalogueViews
+
+        summary = CatalogueViews.summary(self.path)
+        if summary is None:
+            return None
+        owners, embedder, count = summary
+        ids = self.store.ids()
+        with_views = int(np.isin(ids, owners).sum())
+        return {"images": with_views, "missing": len(ids) - with_views, "count": count,
+                "current": embedder == self.store.get_meta("embedder"),
+                "reranker": "views" in self.settings.rerank.chain}  # fmt: skip
+
+    def _use_reranker(self, name: str, use: bool) -> None:
+        """Put re-ranker `name` in `rerank.chain` or take it out: "views" goes first (it re-scores the vector
+        search itself), others last. Saved with the index's settings."""
+        chain = tuple(other for other in self.settings.rerank.chain if other != name)
+        if use:
+            chain = (name, *chain) if name == "views" else (*chain, name)
         if chain != self.settings.rerank.chain:
             self.settings = self.settings.replace(**{"rerank.chain": list(chain)})
             _save_settings(self.path, self.settings)
             self._rerankers, self._refreshed_generation = None, -1
+
+    def _views_for(self, featurizer: Featurizer, kept: Any, on_stage: StageCallback | None) -> Any:
+        """The catalogue views of every image of the index made by `featurizer`: `kept`'s (when the same model
+        and recipe made them) for the images it has, new ones for the rest; views of removed images dropped."""
+        from lookalike.embed.adapt import make_catalogue_views
+        from lookalike.index.views import CatalogueViews, recipe_of
+
+        ids, paths = self._catalogue_paths()
+        head, count = self.settings.head, self.settings.rerank.views.count
+        recipe, fingerprint = recipe_of(head.adapt, head.seed), featurizer.fingerprint()
+        if kept is not None and not (kept.current_for(fingerprint) and kept.recipe == recipe and kept.count == count):
+            kept = None
+        have = kept.images if kept is not None else set()
+        rows = [row for row, item in enumerate(ids.tolist()) if item not in have]
+        done = None if on_stage is None else (lambda d, t: on_stage("catalogue views", d, t))
+
+        def embed(pictures: list[Image.Image]) -> np.ndarray:
+            return np.stack([features.vector for features in featurizer.describe(pictures, describers=[])])
+
+        made = make_catalogue_views(
+            embed, lambda row: load_image(paths[row]), len(paths), rows, ids[rows].tolist(), head, count,
+            self._segment(head), done,
+        )  # fmt: skip
+        new = CatalogueViews(np.repeat(ids[rows], count), made.reshape(-1, featurizer.dim), fingerprint, count, recipe)
+        return new if kept is None else kept.keeping(set(ids.tolist())).merged(new)
+
+    def _views_follow_catalogue(self) -> None:
+        """After images were added or removed: views for the new ones, none for the removed (when the index
+        keeps views made by its model; `check` reports others). A failure to make them leaves the images
+        without views (they keep their vector score), with a warning."""
+        from lookalike.index.views import CatalogueViews
+
+        try:
+            kept = CatalogueViews.load_current(self.path, self.store.get_meta("embedder"))
+            if kept is None or (not self.store.count() and not len(kept)):
+                return
+            if not self.store.count():
+                kept.keeping(set()).save(self.path)
+                return
+            views = self._views_for(self._checked_featurizer(), kept, None)
+            if len(views) != len(kept) or not np.array_equal(views.owners, kept.owners):
+                views.save(self.path)
+        except LookalikeError as exc:
+            log.warning("%s: catalogue views not brought up to date (%s); `lookalike views --index I` makes them",
+                        self.path, exc)  # fmt: skip
 
     def _fine_tune(
         self,
@@ -951,10 +1094,13 @@ class Engine:
     ) -> None:
         """Write the new vectors (with each image's raw vector while a transform is installed), the new
         featurizer's files and fingerprint, and swap it in, atomically for searches. The photo archive
-        (with `archive_photos` added) is embedded again by the new featurizer first."""
+        (with `archive_photos` added) and the catalogue views are embedded again by the new featurizer first."""
+        from lookalike.index.views import CatalogueViews
+
         fingerprint = featurizer.fingerprint()
         previous = self.featurizer
         archive = self._archive_for(featurizer, archive_photos, on_stage)
+        views = self._views_for(featurizer, None, on_stage) if CatalogueViews.version(self.path) else None
         with self.catalog.writing():
             self.store.rewrite_vectors(
                 ids, vectors, blob=RAW_BLOB, blob_rows=raw if featurizer.transform is not None else None,
@@ -963,11 +1109,13 @@ class Engine:
             featurizer.save(self.path, previous)
             if archive is not None:
                 archive.save(self.path)
+            if views is not None:
+                views.save(self.path)
             self._featurizer = featurizer
             self.catalog.reset(featurizer.dim)
         self.catalog.save_snapshot()
         if archive_photos:
-            self._use_archive_reranker(True)
+            self._use_reranker("archive", True)
 
     def _archive_for(self, featurizer: Featurizer, added: Sequence[str], on_stage: StageCallback | None) -> Any:
         """The photo archive's photos, with `added`, embedded by `featurizer`; None when there are none.
@@ -1081,8 +1229,10 @@ class Engine:
         return self._get_rerankers() if rerank else []
 
     def _after_change(self) -> None:
-        """After a commit: save the vector snapshot, let re-rankers with catalogue-wide data catch up."""
+        """After a commit: save the vector snapshot, bring the catalogue views up to date, let re-rankers with
+        catalogue-wide data catch up."""
         self.catalog.save_snapshot()
+        self._views_follow_catalogue()
         self._refresh_rerankers()
 
     def _refresh_rerankers(self) -> None:

@@ -248,6 +248,23 @@ class ArchiveSettings(DiffusionSettings):
 
 
 @dataclass(frozen=True)
+class ViewsSettings:
+    """Catalogue views (`lookalike views`): each catalogue image scored by the query's `best` closest of its
+    image and its `count` phone-photo views (made with `head.adapt`'s augmentations). Defaults chosen on
+    grocery-store's validation photos (docs/fine-tuning.md)."""
+
+    top_n: int = 100
+    weight: float = 1.0  # 1: the views' score replaces the vector score
+    count: int = 24  # views made per catalogue image (the image itself besides)
+    best: int = 3  # the mean of this many best similarities among the image and its views
+
+    def validate(self) -> None:
+        _check_rerank("views", self.top_n, self.weight)
+        _check(self.count >= 1, f"rerank.views.count must be >= 1, got {self.count}")
+        _check(self.best >= 1, f"rerank.views.best must be >= 1, got {self.best}")
+
+
+@dataclass(frozen=True)
 class SiftSettings:
     """SIFT geometric verification."""
 
@@ -271,11 +288,12 @@ class RerankSettings:
     A new re-ranker adds its own settings class and one field here, named as it is registered.
     """
 
-    chain: tuple[str, ...] = ()  # names from lookalike.rerank: mask_iou, qe, diffusion, archive, sift
+    chain: tuple[str, ...] = ()  # names from lookalike.rerank: views, mask_iou, qe, diffusion, archive, sift
     mask_iou: MaskIoUSettings = field(default_factory=MaskIoUSettings)
     qe: QueryExpansionSettings = field(default_factory=QueryExpansionSettings)
     diffusion: DiffusionSettings = field(default_factory=DiffusionSettings)
     archive: ArchiveSettings = field(default_factory=ArchiveSettings)
+    views: ViewsSettings = field(default_factory=ViewsSettings)
     sift: SiftSettings = field(default_factory=SiftSettings)
 
     def validate(self) -> None:

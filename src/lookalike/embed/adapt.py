@@ -58,7 +58,7 @@ from lookalike.embed.views import PhotoViews, Source, background_photo, thumbnai
 from lookalike.errors import LookalikeError
 from lookalike.settings import AdaptSettings, HeadSettings
 
-TRAIN, VALIDATION = 0, 1  # view streams
+TRAIN, VALIDATION, CATALOGUE_VIEWS = 0, 1, 2  # view streams: training, validation, the index's views
 PROPAGATION_BLOCK = 256  # catalogue images whose ids are propagated at once (memory: all images x this)
 TILE_POOL = 1000  # catalogue images whose thumbnails make mosaics and occluders
 VALIDATION_IMAGES = 1000  # images with validation views, at most
@@ -134,6 +134,37 @@ def make_view_maps(
     if train is None or validation is None:
         raise LookalikeError("label-free adaptation needs images: none were read")
     return ViewMaps(train, validation, checked, masked)
+
+
+def make_catalogue_views(
+    embed: Callable[[list[Image.Image]], np.ndarray],
+    load: LoadImage,
+    n: int,
+    rows: Sequence[int],
+    keys: Sequence[int],
+    settings: HeadSettings,
+    count: int,
+    segment: Segment | None,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """`count` phone-photo views of each catalogue image `rows` (of n; `load(row)` decodes one), embedded by
+    `embed`: (len(rows) * count, dim), image by image. The index's catalogue views (`lookalike.index.views`):
+    a stream of their own (neither training nor validation views), view `number` of an image keyed by
+    `keys` (its catalogue id), so an image added later gets the views a full build would give it."""
+    if not len(rows):
+        return np.zeros((0, 0), np.float32)
+    views = PhotoViews(
+        settings.adapt, _tiles(load, n, settings.seed, segment), read_backgrounds(settings.adapt.background_dir),
+        seed=settings.seed,
+    )  # fmt: skip
+    chunks = []
+    for done, (row, key) in enumerate(zip(rows, keys, strict=True), start=1):
+        image = load(row)
+        source = Source.of(image, segment(image) if segment is not None else None)
+        chunks.append(embed([views.view(source, int(key), number, CATALOGUE_VIEWS) for number in range(count)]))
+        if progress:
+            progress(done, len(rows))
+    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, 0), np.float32)
 
 
 def _allocate(shape: tuple[int, ...]) -> np.ndarray:

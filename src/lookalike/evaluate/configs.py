@@ -24,7 +24,7 @@ from lookalike.evaluate.datasets import (
     grocery_store,
     shared_data_dir,
 )
-from lookalike.evaluate.harness import ARCHIVE_STEP, CARRY_STEP, PHOTOS_STEP, Config, evenly_spaced
+from lookalike.evaluate.harness import ARCHIVE_STEP, CARRY_STEP, PHOTOS_STEP, VIEWS_STEP, Config, evenly_spaced
 from lookalike.settings import Settings
 
 
@@ -129,6 +129,24 @@ PRESETS: dict[str, Preset] = {
         prepare=("train_embedding", ARCHIVE_STEP),
         description="label-free adaptation on the gallery's own images, then the data set's training photos kept "
         "beside the index for the archive re-ranker (no pseudo-label training)",
+    ),
+    "views": Preset(
+        prepare=(VIEWS_STEP,),
+        description="phone-photo views of each gallery image kept beside the index (`lookalike views`), used by the "
+        "views re-ranker; no training",
+    ),
+    "self-views": Preset(
+        {"head.kind": "self"},
+        prepare=("train_embedding", VIEWS_STEP),
+        description="label-free adaptation on the gallery's own images, then phone-photo views of each for the "
+        "views re-ranker",
+    ),
+    "self-photos-views": Preset(
+        {"head.kind": "self"},
+        prepare=(PHOTOS_STEP, VIEWS_STEP),
+        description="the whole label-free route: adaptation, pseudo-labels on the data set's training photos (kept "
+        "as the index's photo archive, labels unread), phone-photo views of each gallery image; the views and "
+        "archive re-rankers",
     ),
     "carry": Preset(
         prepare=(CARRY_STEP,),

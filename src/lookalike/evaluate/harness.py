@@ -43,6 +43,8 @@ CARRY_STEP = "carry_model"
 PHOTOS_STEP = "adapt_with_photos"
 # the data set's training photos kept beside the gallery's index for the archive re-ranker (their labels unread)
 ARCHIVE_STEP = "archive_photos"
+# phone-photo views of each gallery image kept beside its index, for the views re-ranker (`lookalike views`)
+VIEWS_STEP = "make_views"
 
 
 @dataclass(frozen=True)
@@ -261,6 +263,9 @@ def _build(
             if step == ARCHIVE_STEP:
                 photos = [entry.path for entry in dataset.training]
                 training[step] = engine.archive_photos(photos, on_stage=_stage(progress, config.name))
+                continue
+            if step == VIEWS_STEP:
+                training[step] = engine.make_views(on_stage=_stage(progress, config.name))
                 continue
             facts = training_facts(step, _prepare_step(engine, config, step)())
             if facts is not None:

@@ -14,28 +14,29 @@ index's (`current_for`).
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from lookalike.errors import LookalikeError
+from lookalike.index._sidecar import SidecarFile, read_npz, write_npz
 
 log = logging.getLogger(__name__)
 
 FOLDER = "archive"
 FILE = "archive.npz"
-FORMAT = 1
 
 
 @dataclass
-class PhotoArchive:
+class PhotoArchive(SidecarFile):
     """The archive's photos, their vectors and the fingerprint of the featurizer that made them."""
+
+    folder: ClassVar[str] = FOLDER
+    file: ClassVar[str] = FILE
 
     paths: list[str]
     vectors: np.ndarray
@@ -63,31 +64,19 @@ class PhotoArchive:
         return PhotoArchive(paths, vectors.astype(np.float32), self.embedder)
 
     def save(self, index_folder: Path) -> None:
-        folder = index_folder / FOLDER
-        folder.mkdir(parents=True, exist_ok=True)
-        meta = json.dumps({"format": FORMAT, "embedder": self.embedder, "written_at": time.time()})
-        temporary = folder / f"{FILE}.{os.getpid()}.tmp"
-        with temporary.open("wb") as out:  # a file object: np.savez would add ".npz" to a name
-            np.savez(out, vectors=self.vectors.astype(np.float32), paths=np.array(self.paths, dtype=str), meta=meta)
-        temporary.replace(folder / FILE)
+        meta = {"embedder": self.embedder, "written_at": time.time()}
+        vectors, paths = self.vectors.astype(np.float32), np.array(self.paths, dtype=str)
+        write_npz(self.path_in(index_folder), meta, vectors=vectors, paths=paths)
 
     @classmethod
     def load(cls, index_folder: Path) -> PhotoArchive | None:
         """The saved archive, or None when the index has none."""
-        path = index_folder / FOLDER / FILE
-        if not path.is_file():
-            return None
-        try:
-            with np.load(path) as data:
-                meta = json.loads(str(data["meta"]))
-                if meta.get("format") != FORMAT:
-                    raise LookalikeError(f"{path}: photo archive format {meta.get('format')!r} is not supported")
-                return cls([str(p) for p in data["paths"]], data["vectors"].astype(np.float32), meta["embedder"])
-        except (OSError, ValueError, KeyError) as exc:
-            raise LookalikeError(
-                f"{path}: the photo archive cannot be read ({exc}); remove it with `lookalike archive --clear` "
-                "and add the photos again"
-            ) from None
+
+        def read(data: Any, meta: dict[str, Any]) -> PhotoArchive:
+            return cls([str(p) for p in data["paths"]], data["vectors"].astype(np.float32), meta["embedder"])
+
+        fix = "; remove it with `lookalike archive --clear` and add the photos again"
+        return read_npz(cls.path_in(index_folder), "the photo archive", read, fix)
 
     @classmethod
     def load_current(cls, index_folder: Path, embedder: Any) -> PhotoArchive | None:
@@ -105,31 +94,11 @@ class PhotoArchive:
         )
         return None
 
-    @staticmethod
-    def summary(index_folder: Path) -> tuple[int, Any] | None:
+    @classmethod
+    def summary(cls, index_folder: Path) -> tuple[int, Any] | None:
         """How many photos the saved archive holds and its fingerprint, without reading the vectors."""
-        path = index_folder / FOLDER / FILE
-        if not path.is_file():
-            return None
-        try:
-            with np.load(path) as data:  # an .npz reads each array only when asked for it
-                return len(data["paths"]), json.loads(str(data["meta"]))["embedder"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise LookalikeError(f"{path}: the photo archive cannot be read ({exc})") from None
 
-    @staticmethod
-    def remove(index_folder: Path) -> bool:
-        path = index_folder / FOLDER / FILE
-        if not path.is_file():
-            return False
-        path.unlink()
-        return True
+        def read(data: Any, meta: dict[str, Any]) -> tuple[int, Any]:
+            return len(data["paths"]), meta["embedder"]
 
-    @staticmethod
-    def version(index_folder: Path) -> tuple[int, int] | None:
-        """What changes when the archive is written (a stat, cheap enough for every query), or None."""
-        try:
-            stat = (index_folder / FOLDER / FILE).stat()
-        except FileNotFoundError:
-            return None
-        return stat.st_mtime_ns, stat.st_size
+        return read_npz(cls.path_in(index_folder), "the photo archive", read)

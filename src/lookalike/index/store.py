@@ -371,6 +371,12 @@ class MetadataStore:
             found.update({row[0]: bytes(row[1]) for row in rows})
         return found
 
+    def ids(self) -> np.ndarray:
+        """Every item's id, ascending."""
+        with self._lock:
+            rows = self._db.execute("SELECT id FROM items ORDER BY id").fetchall()
+        return np.array([row[0] for row in rows], dtype=np.int64)
+
     def count(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0])

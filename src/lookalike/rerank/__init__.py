@@ -5,6 +5,7 @@ from lookalike.rerank import diffusion as _diffusion  # noqa: F401
 from lookalike.rerank import mask_iou as _mask_iou  # noqa: F401
 from lookalike.rerank import query_expansion as _query_expansion  # noqa: F401
 from lookalike.rerank import sift as _sift  # noqa: F401
+from lookalike.rerank import views as _views  # noqa: F401
 from lookalike.rerank.base import (
     Candidate,
     Needs,

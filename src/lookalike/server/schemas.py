@@ -178,6 +178,17 @@ class ArchiveOut(BaseModel):
     added: int = 0  # photos this request added (a photo already in the archive is embedded again, not counted)
 
 
+class ViewsOut(BaseModel):
+    """The catalogue views: views per image, images with and without them, whether the index's model made
+    them and the re-ranker is on (all zero and false when the index has none)."""
+
+    images: int
+    missing: int
+    count: int
+    current: bool
+    reranker: bool
+
+
 class CategoryChangeOut(BaseModel):
     """An image filed under another category: it keeps its vector and gets a new id."""
 

@@ -17,8 +17,9 @@ from lookalike.server.config import ServerSettings
 from lookalike.server.errors import error_response
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-# POST /api/items, DELETE /api/items/{id}, POST and DELETE /api/archive: everything under them that is not a read
-WRITE_ROUTES = ("/api/items", "/api/archive")
+# POST /api/items, DELETE /api/items/{id}, POST and DELETE /api/archive and /api/views: everything under them that
+# is not a read
+WRITE_ROUTES = ("/api/items", "/api/archive", "/api/views")
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _ECHO_LIMIT = 200  # characters of a client's header quoted back in a message
 
