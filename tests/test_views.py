@@ -154,6 +154,24 @@ def test_views_follow_the_catalogue(studio: dict, samples: Path, tmp_path: Path)
         assert engine.check().ok
 
 
+def test_images_added_while_views_are_made_get_theirs(studio: dict, samples: Path, tmp_path: Path) -> None:
+    """Views are made without the write lock; an image another writer adds meanwhile gets its views on saving."""
+    copy = tmp_path / "studio.index"
+    shutil.copytree(studio["path"], copy)
+    photo = sorted((samples / "catalog").rglob("*.jpg"))[0]
+    with Engine.open(copy) as engine:
+        added: list[int] = []
+
+        def meanwhile(stage: str, done: int, total: int) -> None:
+            if not added:
+                added.extend(engine.add([photo]).added)
+
+        info = engine.make_views(count=2, on_stage=meanwhile)
+        views = CatalogueViews.load(copy)
+        assert info["images"] == 11 and info["missing"] == 0 and info["count"] == 2
+        assert views is not None and (views.owners == added[0]).sum() == 2 and len(views) == 22
+
+
 def test_a_new_embedding_makes_the_views_again(studio: dict, tmp_path: Path) -> None:
     copy = tmp_path / "studio.index"
     shutil.copytree(studio["path"], copy)
@@ -200,22 +218,57 @@ def test_the_views_through_the_rest_api(studio: dict, sample_queries: list[Path]
     key = "correct-horse-battery-staple"
     copy = tmp_path / "studio.index"
     shutil.copytree(studio["path"], copy)
-    made = {"images": 10, "missing": 0, "count": 2, "current": True, "reranker": True}
+    idle = {"making": False, "done": 0, "total": 0, "error": None}
+    made = {"images": 10, "missing": 0, "count": 2, "current": True, "reranker": True, **idle, "done": 10, "total": 10}
+    headers = {"X-API-Key": key}
     with Engine.open(copy) as engine:
         with TestClient(create_app(engine, ServerSettings(warm_up=False))) as closed:
-            assert closed.get("/api/views").json() == {**made, "count": COUNT}
+            assert closed.get("/api/views").json() == {**made, **idle, "count": COUNT}
             assert closed.post("/api/views").status_code == 403  # writes off: refused
             assert closed.delete("/api/views").status_code == 403
         settings = ServerSettings(warm_up=False, allow_writes=True, api_key=key)
         with TestClient(create_app(engine, settings)) as client:
             assert client.post("/api/views?count=2").status_code == 401  # no key
-            assert client.post("/api/views?count=0", headers={"X-API-Key": key}).status_code == 422
-            remade = client.post("/api/views?count=2", headers={"X-API-Key": key})
-            assert remade.status_code == 201 and remade.json() == made
+            assert client.post("/api/views?count=0", headers=headers).status_code == 422
+            started = client.post("/api/views?count=2", headers=headers)
+            assert started.status_code == 202, started.text
+            if started.json()["making"]:  # a second request while the first runs is refused
+                again = client.post("/api/views?count=2", headers=headers)
+                assert again.status_code in (202, 409)
+            assert _when_made(client) == made
             query = {"file": (sample_queries[0].name, sample_queries[0].read_bytes(), "image/jpeg")}
             assert "views" in client.post("/api/search?k=3", files=query).json()["hits"][0]["scores"]
-            cleared = client.delete("/api/views", headers={"X-API-Key": key})
-            assert cleared.json() == {"images": 0, "missing": 0, "count": 0, "current": True, "reranker": False}
+            cleared = client.delete("/api/views", headers=headers)
+            empty = {"images": 0, "missing": 0, "count": 0, "current": True, "reranker": False}
+            assert cleared.json() == {**empty, **idle, "done": 10, "total": 10}
+
+
+def _when_made(client: Any) -> dict:
+    """GET /api/views once the making has ended (at most a minute)."""
+    import time
+
+    deadline = time.monotonic() + 60
+    while (state := client.get("/api/views").json())["making"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return state
+
+
+def test_a_server_stops_making_views_when_it_shuts_down(studio: dict, tmp_path: Path) -> None:
+    """Shutting down stops the making at its next image: nothing of it is written, the engine closes after it."""
+    pytest.importorskip("fastapi", reason="the server extra is not installed: pip install 'lookalike[server]'")
+    from fastapi.testclient import TestClient
+
+    from lookalike.server import ServerSettings, create_app
+
+    copy = tmp_path / "studio.index"
+    shutil.copytree(studio["path"], copy)
+    before = (copy / "views" / "views.npz").read_bytes()
+    with Engine.open(copy) as engine:
+        with TestClient(create_app(engine, ServerSettings(warm_up=False, allow_writes=True))) as client:
+            assert client.post("/api/views?count=64").status_code == 202
+        assert not client.app.state.context.views_job.running
+        assert engine.settings.rerank.views.count == COUNT
+    assert (copy / "views" / "views.npz").read_bytes() == before
 
 
 def test_an_empty_index_has_nothing_to_make_views_of(tmp_path: Path) -> None:

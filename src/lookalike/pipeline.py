@@ -822,18 +822,23 @@ class Engine:
         the catalogue from then on: added images get theirs, a new embedding makes them all again.
 
         `use` puts "views" first in `rerank.chain` (saved with the index's settings). Costs `count`
-        embeddings per catalogue image. Returns `views_info()`."""
-        with self._writing("making catalogue views"):
+        embeddings per catalogue image, made without the write lock (other writers go on meanwhile); under it,
+        the views of images added or removed meanwhile are brought up to date, then saved. Returns
+        `views_info()`."""
+        self._catch_up()
+        if not self.store.count():
+            raise LookalikeError(f"{self.path}: the index holds no images to make views of; add the catalogue first")
+        count = count or self.settings.rerank.views.count
+        made = self._views_for(self._checked_featurizer(), None, on_stage, count)
+        with self._writing("saving catalogue views"):
             if not self.store.count():
-                raise LookalikeError(
-                    f"{self.path}: the index holds no images to make views of; add the catalogue first"
-                )
-            if count is not None and count != self.settings.rerank.views.count:
+                raise LookalikeError(f"{self.path}: the catalogue was emptied while its views were made; none kept")
+            views = self._views_for(self._checked_featurizer(), made, None, count)  # another model meanwhile: all again
+            views.save(self.path)
+            if count != self.settings.rerank.views.count:  # only once they are made: a stopped making changes nothing
                 self.settings = self.settings.replace(**{"rerank.views.count": count})
                 _save_settings(self.path, self.settings)
                 self._rerankers, self._refreshed_generation = None, -1
-            views = self._views_for(self._checked_featurizer(), None, on_stage)
-            views.save(self.path)
             if use:
                 self._use_reranker("views", True)
         info = self.views_info()
@@ -888,14 +893,16 @@ class Engine:
             _save_settings(self.path, self.settings)
             self._rerankers, self._refreshed_generation = None, -1
 
-    def _views_for(self, featurizer: Featurizer, kept: Any, on_stage: StageCallback | None) -> Any:
+    def _views_for(
+        self, featurizer: Featurizer, kept: Any, on_stage: StageCallback | None, count: int | None = None
+    ) -> Any:
         """The catalogue views of every image of the index made by `featurizer`: `kept`'s (when the same model
         and recipe made them) for the images it has, new ones for the rest; views of removed images dropped."""
         from lookalike.embed.adapt import make_catalogue_views
         from lookalike.index.views import CatalogueViews, recipe_of
 
         ids, paths = self._catalogue_paths()
-        head, count = self.settings.head, self.settings.rerank.views.count
+        head, count = self.settings.head, count or self.settings.rerank.views.count
         recipe, fingerprint = recipe_of(head.adapt, head.seed), featurizer.fingerprint()
         if kept is not None and not (kept.current_for(fingerprint) and kept.recipe == recipe and kept.count == count):
             kept = None

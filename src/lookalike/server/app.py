@@ -65,5 +65,6 @@ def _lifespan(context: ServerContext) -> Callable[[FastAPI], Any]:
         if context.settings.warm_up:
             context.warm_up()
         yield
+        context.views_job.stop()  # before the engine closes under it
 
     return lifespan

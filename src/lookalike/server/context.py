@@ -24,6 +24,7 @@ from lookalike.errors import LookalikeError
 from lookalike.pipeline import Engine
 from lookalike.server.config import ServerSettings
 from lookalike.server.errors import ApiError, index_unavailable, not_found
+from lookalike.server.jobs import BackgroundJob
 from lookalike.server.queries import QueryCache
 from lookalike.server.uploads import UPLOADS_DIR
 
@@ -38,6 +39,7 @@ class ServerContext:
     queries: QueryCache
     _write_lock: threading.Lock = field(default_factory=threading.Lock)
     _search_slots: threading.BoundedSemaphore = field(init=False)
+    views_job: BackgroundJob = field(default_factory=lambda: BackgroundJob("making the catalogue views"))
 
     def __post_init__(self) -> None:
         self._search_slots = threading.BoundedSemaphore(self.settings.search_concurrency or 2 * (os.cpu_count() or 1))

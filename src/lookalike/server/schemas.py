@@ -180,13 +180,18 @@ class ArchiveOut(BaseModel):
 
 class ViewsOut(BaseModel):
     """The catalogue views: views per image, images with and without them, whether the index's model made
-    them and the re-ranker is on (all zero and false when the index has none)."""
+    them and the re-ranker is on (all zero and false when the index has none); whether views are being made
+    now (catalogue images `done` of `total`) and why the last making failed, if it did."""
 
     images: int
     missing: int
     count: int
     current: bool
     reranker: bool
+    making: bool = False
+    done: int = 0
+    total: int = 0
+    error: str | None = None
 
 
 class CategoryChangeOut(BaseModel):
