@@ -933,7 +933,7 @@ class Engine:
             if not self.store.count():
                 kept.keeping(set()).save(self.path)
                 return
-            views = self._views_for(self._checked_featurizer(), kept, None)
+            views = self._views_for(self._checked_featurizer(), kept, None, kept.count)  # as many as the others have
             if len(views) != len(kept) or not np.array_equal(views.owners, kept.owners):
                 views.save(self.path)
         except LookalikeError as exc:
