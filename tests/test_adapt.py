@@ -246,6 +246,9 @@ def test_evaluation_runs_both_routes_and_shows_the_top1_changes(samples: Path, t
     assert results["archive"].training["archive_photos"] == {"photos": 60, "added": 60, "reranker": True}
     views = {"images": 10, "missing": 0, "count": 2, "current": True, "reranker": True}
     assert results["views"].training["make_views"] == views
+    for name in ("self-photos", "archive", "views"):  # the queries ran the re-rankers the steps' data is for
+        assert all("rerank" in outcome.timings for outcome in results[name].queries), name
+    assert all("rerank" not in outcome.timings for outcome in results["self"].queries)
     assert len(list((tmp_path / "work").glob("carry-*.index"))) == 1  # both carrying configurations share the model
     for name in ("self", "carry", "carry-self"):
         changes = results[name].top1_changes

@@ -276,3 +276,18 @@ def test_an_empty_index_has_nothing_to_make_views_of(tmp_path: Path) -> None:
         with pytest.raises(LookalikeError, match="no images to make views of"):
             engine.make_views()
         assert engine.views_info() is None and not (tmp_path / "empty.index" / "views").exists()
+
+
+def test_an_evaluation_config_that_makes_views_must_search_with_them() -> None:
+    """The harness searches with each configuration's own chain: making views for a chain without "views" is refused."""
+    from types import SimpleNamespace
+
+    from lookalike.evaluate.configs import create_config
+    from lookalike.evaluate.harness import VIEWS_STEP, Config, unmet_needs
+
+    dataset = SimpleNamespace(gallery=[], training=[], queries=[])
+    needs = unmet_needs(dataset, Config("no-chain", Settings(), prepare=(VIEWS_STEP,)))  # type: ignore[arg-type]
+    assert len(needs) == 1 and "'views' re-ranker" in needs[0] and "rerank.chain" in needs[0]
+    for name in ("views", "self-views", "self-photos-views"):
+        assert "views" in create_config(name).settings.rerank.chain
+        assert not any("re-ranker" in need for need in unmet_needs(dataset, create_config(name))), name  # type: ignore[arg-type]

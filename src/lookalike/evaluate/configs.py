@@ -113,36 +113,38 @@ PRESETS: dict[str, Preset] = {
         "for a photo archive with several photos per product)",
     ),
     "self-photos": Preset(
-        {"head.kind": "self"},
+        {"head.kind": "self", "rerank.chain": ["archive"]},
         prepare=(PHOTOS_STEP,),
         description="label-free adaptation, then pseudo-labels on the data set's training photos used as unlabelled "
         "photos of the products (`train-embedding --kind self --photos DIR`; their labels are not read); the photos "
         "then stay beside the index for the archive re-ranker",
     ),
     "archive": Preset(
+        {"rerank.chain": ["archive"]},
         prepare=(ARCHIVE_STEP,),
         description="the data set's training photos kept beside the index as unlabelled photos of the products "
         "(`lookalike archive DIR`; their labels are not read), used by the archive re-ranker; no training",
     ),
     "self-archive": Preset(
-        {"head.kind": "self"},
+        {"head.kind": "self", "rerank.chain": ["archive"]},
         prepare=("train_embedding", ARCHIVE_STEP),
         description="label-free adaptation on the gallery's own images, then the data set's training photos kept "
         "beside the index for the archive re-ranker (no pseudo-label training)",
     ),
     "views": Preset(
+        {"rerank.chain": ["views"]},
         prepare=(VIEWS_STEP,),
         description="phone-photo views of each gallery image kept beside the index (`lookalike views`), used by the "
         "views re-ranker; no training",
     ),
     "self-views": Preset(
-        {"head.kind": "self"},
+        {"head.kind": "self", "rerank.chain": ["views"]},
         prepare=("train_embedding", VIEWS_STEP),
         description="label-free adaptation on the gallery's own images, then phone-photo views of each for the "
         "views re-ranker",
     ),
     "self-photos-views": Preset(
-        {"head.kind": "self"},
+        {"head.kind": "self", "rerank.chain": ["views", "archive"]},
         prepare=(PHOTOS_STEP, VIEWS_STEP),
         description="the whole label-free route: adaptation, pseudo-labels on the data set's training photos (kept "
         "as the index's photo archive, labels unread), phone-photo views of each gallery image; the views and "

@@ -215,6 +215,14 @@ def unmet_needs(dataset: Dataset, config: Config) -> list[str]:
                 f"it {what} unlabelled photos ({step}): the data set's training photos, of which it has none "
                 "(a manifest: rows of split 'training'; their product ids are not read)"
             )
+    # the queries search with the configuration's own chain (indexes are shared across chains), not the one a
+    # prepare step saved with the index: a step whose data no re-ranker of the chain reads measures nothing
+    for step, reranker in ((ARCHIVE_STEP, "archive"), (VIEWS_STEP, "views")):
+        if step in config.prepare and reranker not in config.settings.rerank.chain:
+            needs.append(
+                f"its step {step} keeps data beside the index for the {reranker!r} re-ranker, which its rerank.chain "
+                f"{list(config.settings.rerank.chain)} lacks: add it (`rerank.chain`), or the queries would not use it"
+            )
     head = config.settings.head
     if "train_embedding" in config.prepare and head.kind not in ("pca", "self"):
         products = _products(dataset.gallery, head.label)
