@@ -498,12 +498,11 @@ class Engine:
         from lookalike.index.views import CatalogueViews
 
         try:
-            views = CatalogueViews.load(self.path)
             info = self.views_info()
         except LookalikeError as exc:
             report.problems.append(str(exc))
             return
-        if views is None or info is None:
+        if info is None:
             return
         problem = None
         if not info["current"]:
@@ -514,7 +513,7 @@ class Engine:
             report.notes.append(f"catalogue views: {info['count']} for each of the {info['images']} images")
         elif repair:
             with self._writing("making the catalogue views"):
-                kept = views if info["current"] else None
+                kept = CatalogueViews.load(self.path) if info["current"] else None
                 self._views_for(self._checked_featurizer(), kept, None).save(self.path)
             report.repaired.append(f"{problem}; made them")
         else:
@@ -781,25 +780,16 @@ class Engine:
         """Drop the photo archive and take "archive" out of `rerank.chain`; False when there was none.
         The archive folder goes with it: its matrices and the photos uploaded into it (the server's copies);
         photos elsewhere are not touched."""
-        from lookalike.index.archive import FOLDER, PhotoArchive
+        from lookalike.index.archive import PhotoArchive
 
-        with self._writing("clearing the photo archive"):
-            removed = PhotoArchive.remove(self.path)
-            shutil.rmtree(self.path / FOLDER, ignore_errors=True)
-            self._use_reranker("archive", False)
-        return removed
+        return self._clear_sidecar(PhotoArchive, "archive")
 
     def use_archive(self, use: bool = True) -> None:
         """Add "archive" to `rerank.chain` (or take it out), saved with the index's settings."""
         from lookalike.index.archive import PhotoArchive
 
-        with self._writing("changing the re-ranking chain"):
-            if use and PhotoArchive.version(self.path) is None:
-                raise LookalikeError(
-                    f"{self.path}: the index has no photo archive for the 'archive' re-ranker to use; add photos "
-                    "first (`lookalike archive --index I PHOTOS`, or Engine.archive_photos)"
-                )
-            self._use_reranker("archive", use)
+        how = "add photos first (`lookalike archive --index I PHOTOS`, or Engine.archive_photos)"
+        self._switch_reranker(PhotoArchive, "archive", use, how)
 
     def archive_info(self) -> dict[str, Any] | None:
         """The photo archive's size and whether its vectors are the index's model's; None when there is none."""
@@ -847,25 +837,17 @@ class Engine:
 
     def clear_views(self) -> bool:
         """Drop the catalogue views and take "views" out of `rerank.chain`; False when there were none."""
-        from lookalike.index.views import FOLDER, CatalogueViews
+        from lookalike.index.views import CatalogueViews
 
-        with self._writing("clearing the catalogue views"):
-            removed = CatalogueViews.remove(self.path)
-            shutil.rmtree(self.path / FOLDER, ignore_errors=True)
-            self._use_reranker("views", False)
-        return removed
+        return self._clear_sidecar(CatalogueViews, "views")
 
     def use_views(self, use: bool = True) -> None:
         """Put "views" first in `rerank.chain` (or take it out), saved with the index's settings."""
         from lookalike.index.views import CatalogueViews
 
-        with self._writing("changing the re-ranking chain"):
-            if use and CatalogueViews.version(self.path) is None:
-                raise LookalikeError(
-                    f"{self.path}: the index has no catalogue views for the 'views' re-ranker to use; make them "
-                    "first (`lookalike views --index I`, or Engine.make_views)"
-                )
-            self._use_reranker("views", use)
+        self._switch_reranker(
+            CatalogueViews, "views", use, "make them first (`lookalike views --index I`, or Engine.make_views)"
+        )
 
     def views_info(self) -> dict[str, Any] | None:
         """How many catalogue images have views, how many each, whether the index's model made them and
@@ -881,6 +863,25 @@ class Engine:
         return {"images": with_views, "missing": len(ids) - with_views, "count": count,
                 "current": embedder == self.store.get_meta("embedder"),
                 "reranker": "views" in self.settings.rerank.chain}  # fmt: skip
+
+    def _clear_sidecar(self, kind: Any, reranker: str) -> bool:
+        """Drop a file kept beside the index (a `SidecarFile`: the archive, the views) with its folder, and take
+        its re-ranker out of the chain; False when there was none."""
+        with self._writing(f"clearing {kind.what}"):
+            removed = kind.remove(self.path)
+            shutil.rmtree(self.path / kind.folder, ignore_errors=True)
+            self._use_reranker(reranker, False)
+        return bool(removed)
+
+    def _switch_reranker(self, kind: Any, reranker: str, use: bool, how: str) -> None:
+        """`_use_reranker`, refused (saying `how` to make it) when the file the re-ranker reads is missing."""
+        with self._writing("changing the re-ranking chain"):
+            if use and kind.version(self.path) is None:
+                missing = kind.what.removeprefix("the ")
+                raise LookalikeError(
+                    f"{self.path}: the index has no {missing} for the {reranker!r} re-ranker to use; {how}"
+                )
+            self._use_reranker(reranker, use)
 
     def _use_reranker(self, name: str, use: bool) -> None:
         """Put re-ranker `name` in `rerank.chain` or take it out: "views" goes first (it re-scores the vector
@@ -901,7 +902,9 @@ class Engine:
         from lookalike.embed.adapt import make_catalogue_views
         from lookalike.index.views import CatalogueViews, recipe_of
 
-        ids, paths = self._catalogue_paths()
+        ids = self.store.ids()  # not `_catalogue_paths`: the stored vectors are not needed here
+        known = self.store.get_many(ids.tolist())
+        paths = [known[int(item)].path for item in ids]
         head, count = self.settings.head, count or self.settings.rerank.views.count
         recipe, fingerprint = recipe_of(head.adapt, head.seed), featurizer.fingerprint()
         if kept is not None and not (kept.current_for(fingerprint) and kept.recipe == recipe and kept.count == count):

@@ -4,11 +4,12 @@ with a JSON `meta` entry, and a cheap version stamp that a query can check."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 import numpy as np
 
@@ -64,10 +65,34 @@ def remove_file(path: Path) -> bool:
 
 class SidecarFile:
     """What every file kept beside an index shares: where it is (`<index>/<folder>/<file>`), its version stamp,
-    its removal."""
+    its removal, and vectors that count only while the index's model is the one that made them (`embedder`)."""
 
     folder: ClassVar[str]
     file: ClassVar[str]
+    what: ClassVar[str]  # what the file holds, for messages: "the photo archive"
+    renewal: ClassVar[str]  # what `lookalike check --repair` does about stale vectors: "embeds them again"
+    embedder: Any  # the fingerprint of the featurizer that made the vectors (a field of each subclass)
+
+    def current_for(self, embedder: Any) -> bool:
+        """Whether these vectors were made by the featurizer whose fingerprint is `embedder`."""
+        return bool(self.embedder == embedder)
+
+    @classmethod
+    def load(cls, index_folder: Path) -> Self | None:
+        raise NotImplementedError
+
+    @classmethod
+    def load_current(cls, index_folder: Path, embedder: Any) -> Self | None:
+        """The saved file when the model fingerprinted `embedder` made its vectors, else None: vectors of
+        another model (copied from elsewhere: a new embedding makes them again) are left out, with a warning."""
+        kept = cls.load(index_folder)
+        if kept is None or kept.current_for(embedder):
+            return kept
+        logging.getLogger(cls.__module__).warning(
+            "%s: %s was made by another model than the index's and is left out; `lookalike check --repair` %s",
+            index_folder, cls.what, cls.renewal,
+        )  # fmt: skip
+        return None
 
     @classmethod
     def path_in(cls, index_folder: Path) -> Path:

@@ -14,7 +14,6 @@ index's (`current_for`).
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +23,6 @@ import numpy as np
 
 from lookalike.errors import LookalikeError
 from lookalike.index._sidecar import SidecarFile, read_npz, write_npz
-
-log = logging.getLogger(__name__)
 
 FOLDER = "archive"
 FILE = "archive.npz"
@@ -37,6 +34,8 @@ class PhotoArchive(SidecarFile):
 
     folder: ClassVar[str] = FOLDER
     file: ClassVar[str] = FILE
+    what: ClassVar[str] = "the photo archive"
+    renewal: ClassVar[str] = "embeds its photos again"
 
     paths: list[str]
     vectors: np.ndarray
@@ -48,10 +47,6 @@ class PhotoArchive(SidecarFile):
 
     def __len__(self) -> int:
         return len(self.paths)
-
-    def current_for(self, embedder: Any) -> bool:
-        """Whether these vectors were made by the featurizer whose fingerprint is `embedder`."""
-        return self.embedder == embedder
 
     def merged(self, other: PhotoArchive) -> PhotoArchive:
         """This archive with `other`'s photos added; a photo already here takes `other`'s vector."""
@@ -76,23 +71,7 @@ class PhotoArchive(SidecarFile):
             return cls([str(p) for p in data["paths"]], data["vectors"].astype(np.float32), meta["embedder"])
 
         fix = "; remove it with `lookalike archive --clear` and add the photos again"
-        return read_npz(cls.path_in(index_folder), "the photo archive", read, fix)
-
-    @classmethod
-    def load_current(cls, index_folder: Path, embedder: Any) -> PhotoArchive | None:
-        """The saved archive when its vectors are those of the model fingerprinted `embedder`, else None:
-        vectors of another model (an archive copied from elsewhere: a new embedding re-embeds the archive)
-        are left out, with a warning."""
-        archive = cls.load(index_folder)
-        if archive is None or archive.current_for(embedder):
-            return archive
-        log.warning(
-            "%s: the photo archive's %d vectors were made by another model than the index's and are left out; "
-            "`lookalike check --repair` embeds them again",
-            index_folder,
-            len(archive),
-        )
-        return None
+        return read_npz(cls.path_in(index_folder), cls.what, read, fix)
 
     @classmethod
     def summary(cls, index_folder: Path) -> tuple[int, Any] | None:
@@ -101,4 +80,4 @@ class PhotoArchive(SidecarFile):
         def read(data: Any, meta: dict[str, Any]) -> tuple[int, Any]:
             return len(data["paths"]), meta["embedder"]
 
-        return read_npz(cls.path_in(index_folder), "the photo archive", read)
+        return read_npz(cls.path_in(index_folder), cls.what, read)

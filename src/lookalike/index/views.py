@@ -16,7 +16,6 @@ removed images lose theirs; vectors of another featurizer are never mixed with t
 from __future__ import annotations
 
 import json
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +25,6 @@ import numpy as np
 
 from lookalike.errors import LookalikeError
 from lookalike.index._sidecar import SidecarFile, read_npz, write_npz
-
-log = logging.getLogger(__name__)
 
 FOLDER = "views"
 FILE = "views.npz"
@@ -39,6 +36,8 @@ class CatalogueViews(SidecarFile):
 
     folder: ClassVar[str] = FOLDER
     file: ClassVar[str] = FILE
+    what: ClassVar[str] = "the catalogue views"
+    renewal: ClassVar[str] = "makes them again"
 
     owners: np.ndarray  # (m,) int64 catalogue ids
     vectors: np.ndarray  # (m, dim) float32
@@ -57,9 +56,6 @@ class CatalogueViews(SidecarFile):
     def images(self) -> set[int]:
         """The catalogue ids that have views."""
         return set(np.unique(self.owners).tolist())
-
-    def current_for(self, embedder: Any) -> bool:
-        return self.embedder == embedder
 
     def merged(self, other: CatalogueViews) -> CatalogueViews:
         """These views with `other`'s added; an image in both keeps `other`'s."""
@@ -93,20 +89,7 @@ class CatalogueViews(SidecarFile):
             return cls(owners, vectors, meta["embedder"], int(meta["count"]), str(meta["recipe"]))
 
         fix = "; make them again with `lookalike views --index I`"
-        return read_npz(cls.path_in(index_folder), "the catalogue views", read, fix)
-
-    @classmethod
-    def load_current(cls, index_folder: Path, embedder: Any) -> CatalogueViews | None:
-        """The saved views when the model fingerprinted `embedder` made them, else None (with a warning)."""
-        views = cls.load(index_folder)
-        if views is None or views.current_for(embedder):
-            return views
-        log.warning(
-            "%s: the catalogue views were made by another model than the index's and are left out; "
-            "`lookalike check --repair` makes them again",
-            index_folder,
-        )
-        return None
+        return read_npz(cls.path_in(index_folder), cls.what, read, fix)
 
     @classmethod
     def summary(cls, index_folder: Path) -> tuple[np.ndarray, Any, int] | None:
@@ -116,7 +99,7 @@ class CatalogueViews(SidecarFile):
         def read(data: Any, meta: dict[str, Any]) -> tuple[np.ndarray, Any, int]:
             return data["owners"].astype(np.int64), meta["embedder"], int(meta["count"])
 
-        return read_npz(cls.path_in(index_folder), "the catalogue views", read)
+        return read_npz(cls.path_in(index_folder), cls.what, read)
 
 
 def recipe_of(adapt: Any, seed: int) -> str:
